@@ -1,0 +1,179 @@
+"""The results bundle: JSONL written as tests finish, the record of truth when the store is down.
+
+One line per record, each with a `kind`:
+``run`` (header: run metadata), ``result`` (one test attempt), ``benchmark`` (one measured model
+configuration with its device samples) and ``run_end`` (final status). Every line carries the run's
+`uuid`, so bundles can be concatenated and ingested in any order, any number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid as uuid_mod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+MESSAGE_LIMIT = 2000
+
+
+class BundleError(HarnessError):
+    """A bundle file that cannot be read."""
+
+
+@dataclass
+class RunRecord:
+    """Metadata of one run (mirrors the `runs` table)."""
+
+    uuid: str = field(default_factory=lambda: str(uuid_mod.uuid4()))
+    repo: str | None = None
+    branch: str | None = None
+    commit_sha: str | None = None
+    commit_subject: str | None = None
+    commit_author: str | None = None
+    commit_email: str | None = None
+    event: str | None = None
+    workflow: str | None = None
+    runner_group: str | None = None
+    machine_type: str | None = None
+    hostname: str | None = None
+    gpu_name: str | None = None
+    gpu_count: int = 0
+    python_version: str | None = None
+    torch_version: str | None = None
+    cuda_version: str | None = None
+    suites: str | None = None
+    models: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    status: str = "running"
+
+
+@dataclass
+class ResultRecord:
+    """One attempt of one test (mirrors `test_results`)."""
+
+    run: str
+    nodeid: str
+    outcome: str
+    duration_s: float = 0.0
+    model: str | None = None
+    suite: str | None = None
+    message: str | None = None
+    attempt: int = 1
+    worker: str | None = None
+    device: str | None = None
+
+
+@dataclass
+class BenchmarkRecord:
+    """One measured model configuration (seed-compatible `benchmarks` + measurement tables)."""
+
+    run: str
+    nodeid: str
+    model: str | None = None
+    config: str | None = None
+    dtype: str | None = None
+    batch_size: int | None = None
+    prompt_length: int | None = None
+    gpu_name: str | None = None
+    measurements: dict[str, Any] = field(default_factory=dict)
+    device_samples: list[dict[str, Any]] = field(default_factory=list)
+    created_at: str | None = None
+
+
+@dataclass
+class RunEnd:
+    """The final status of a run."""
+
+    run: str
+    status: str
+    finished_at: str
+
+
+RECORD_TYPES: dict[str, type] = {
+    "run": RunRecord, "result": ResultRecord, "benchmark": BenchmarkRecord, "run_end": RunEnd,
+}
+_KIND_OF = {cls: kind for kind, cls in RECORD_TYPES.items()}
+Record = RunRecord | ResultRecord | BenchmarkRecord | RunEnd
+
+
+def short_message(text: str | None, limit: int = MESSAGE_LIMIT) -> str | None:
+    """The first `limit` characters of a failure message (NUL bytes removed: Postgres rejects them)."""
+    if not text:
+        return None
+    text = text.replace("\x00", "\\0")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def to_line(record: Record) -> str:
+    data = {"kind": _KIND_OF[type(record)], **asdict(record)}
+    return json.dumps(data, ensure_ascii=False, default=str) + "\n"
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+class BundleWriter:
+    """Appends records to a bundle, flushing each write so a crash loses nothing written."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if torn:  # a previous writer died mid-line: keep its fragment on a line of its own
+            self._fh.write("\n")
+
+    def write(self, record: Record) -> None:
+        self._fh.write(to_line(record))
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def from_dict(data: dict[str, Any]) -> Record:
+    kind = data.pop("kind", None)
+    cls = RECORD_TYPES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown record kind {kind!r}")
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Iterator[Record]:
+    """Records of a bundle. Torn lines (a writer killed mid-line) are skipped; a file with no valid
+    record at all is not a bundle."""
+    p = Path(path)
+    try:
+        fh = open(p, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle {p}: {exc.strerror}") from None
+    good = bad = 0
+    with fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                record = from_dict(json.loads(line))
+            except (ValueError, TypeError, AttributeError):
+                bad += 1
+                continue
+            good += 1
+            yield record
+    if bad and not good:
+        raise BundleError(f"{p} is not a results bundle (no valid JSONL record)")

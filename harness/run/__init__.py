@@ -1,0 +1,1 @@
+"""Running suites: runner groups, target description, pytest invocation, the pytest plugin."""

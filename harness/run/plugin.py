@@ -1,0 +1,255 @@
+"""The `harness` pytest plugin (entry point `pytest11`): records every test outcome.
+
+Inert unless `--harness-db`, `--harness-bundle` or `HARNESS_DB_URL` is given. When active, the
+controller process appends one bundle line per finished test (xdist workers report to it), and the
+store is fed from that bundle by one writer: the `harness run` process, or, for a plain `pytest`
+session, a sidecar process started here. This module imports only the standard library and pytest, so
+the plugin stays cheap in the test process.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import uuid as uuid_mod
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.bundle import BenchmarkRecord, BundleWriter, ResultRecord, RunEnd, RunRecord, short_message
+
+BENCHMARK_PROPERTY = "harness_benchmark"
+_MODEL_PARAMS = ("model_name", "model")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "record results in the harness store")
+    group.addoption("--harness-db", metavar="URL", default=None,
+                    help="store results in this database (also HARNESS_DB_URL)")
+    group.addoption("--harness-bundle", metavar="PATH", default=None,
+                    help="append results to this JSONL bundle (default .harness/bundles/<run>.jsonl)")
+    group.addoption("--harness-run-uuid", default=None, help=argparse_suppress())
+    group.addoption("--harness-suite", default=None, help="suite name recorded with each result")
+    group.addoption("--harness-models", default=None,
+                    help="comma-separated model names used to attribute tests to models")
+    group.addoption("--harness-attempt", type=int, default=1, help=argparse_suppress())
+
+
+def argparse_suppress() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def is_active(config: pytest.Config) -> bool:
+    return bool(config.getoption("harness_db") or config.getoption("harness_bundle")
+                or os.environ.get("HARNESS_DB_URL"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not is_active(config):
+        return
+    known = config.getoption("harness_models") or os.environ.get("HARNESS_MODELS") or ""
+    config.pluginmanager.register(ItemAnnotator([m for m in known.split(",") if m]), "harness-annotator")
+    if not hasattr(config, "workerinput"):  # controller (or a plain, non-xdist session)
+        config.pluginmanager.register(Recorder(config), "harness-recorder")
+
+
+def current_device() -> str:
+    """Where this process runs tests: HARNESS_DEVICE, the GPU pinned for this worker, or cpu."""
+    if os.environ.get("HARNESS_DEVICE"):
+        return os.environ["HARNESS_DEVICE"]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return f"cuda:{visible}" if visible else f"cuda:{torch.cuda.current_device()}"
+    return "cpu"
+
+
+def attribute_model(item: pytest.Item, known: list[str]) -> str | None:
+    """The model a test belongs to: a `model_name` parameter, else a known name in its path or id."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for key in _MODEL_PARAMS:
+        if isinstance(params.get(key), str):
+            return params[key]
+    parts = Path(str(item.path)).parts
+    for name in known:
+        if name in parts or f"test_{name}.py" in parts or f"test_modeling_{name}.py" in parts:
+            return name
+    return None
+
+
+class ItemAnnotator:
+    """Runs where tests run (worker or single process): tags reports with model and device."""
+
+    def __init__(self, known_models: list[str]) -> None:
+        self.known = sorted(known_models, key=len, reverse=True)
+        self.device = current_device()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        model = attribute_model(item, self.known)
+        item.user_properties.append(("harness_model", model))
+        item.user_properties.append(("harness_device", self.device))
+
+
+def classify(report: pytest.TestReport) -> str:
+    """The store's outcome for a failing or finished report."""
+    text = report.longreprtext if report.longrepr is not None else ""
+    if report.when == "???" or "crashed while running" in text:
+        return "crashed"
+    if report.failed and "Timeout" in text and "pytest-timeout" in text:
+        return "timeout"
+    if hasattr(report, "wasxfail"):
+        return "xfail" if report.skipped else ("xpass" if report.failed else "passed")
+    if report.failed:
+        return "failed" if report.when == "call" else "error"
+    return "skipped" if report.skipped else "passed"
+
+
+def failure_message(report: pytest.TestReport) -> str | None:
+    if report.passed and not hasattr(report, "wasxfail"):
+        return None
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # skip: (path, lineno, reason)
+        return short_message(str(longrepr[2]))
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return short_message(crash.message)
+    if getattr(report, "wasxfail", None):
+        return short_message(report.wasxfail)
+    lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+    return short_message(lines[-1] if lines else None)
+
+
+class Recorder:
+    """Controller-side: one bundle line per finished test, a run header, one store writer."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.owner = config.getoption("harness_run_uuid") is None  # plain pytest: we own the run
+        self.run_uuid = config.getoption("harness_run_uuid") or str(uuid_mod.uuid4())
+        self.suite = config.getoption("harness_suite")
+        self.attempt = config.getoption("harness_attempt")
+        bundle = config.getoption("harness_bundle") or str(
+            Path(config.rootpath) / ".harness" / "bundles" / f"{self.run_uuid}.jsonl")
+        self.bundle_path = Path(bundle)
+        self.writer = BundleWriter(self.bundle_path)
+        self.db_url = config.getoption("harness_db") or os.environ.get("HARNESS_DB_URL")
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.counts: dict[str, int] = {}
+        self.started = now_iso()
+        self._git = self._start_git_probe() if self.owner else None
+        self.sidecar = self._start_sidecar() if (self.owner and self.db_url) else None
+
+    def _start_git_probe(self) -> subprocess.Popen[str] | None:
+        try:
+            return subprocess.Popen(
+                ["git", "log", "-1", "--format=%H%x00%s%x00%an%x00%ae%x00%D"], cwd=self.config.rootpath,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            return None
+
+    def _start_sidecar(self) -> subprocess.Popen[bytes]:
+        """The one store writer of a plain pytest session: follows the bundle until stdin closes."""
+        env = {**os.environ, "HARNESS_DB_URL": self.db_url or ""}
+        return subprocess.Popen([sys.executable, "-m", "harness.store.follow", str(self.bundle_path)],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        state = self.pending.setdefault(report.nodeid, {"duration": 0.0, "outcome": None, "message": None})
+        state["duration"] += getattr(report, "duration", 0.0) or 0.0
+        props = dict(report.user_properties)
+        state.setdefault("model", props.get("harness_model"))
+        state.setdefault("device", props.get("harness_device"))
+        if BENCHMARK_PROPERTY in props:
+            state["benchmark"] = props[BENCHMARK_PROPERTY]
+        node = getattr(report, "node", None)
+        state["worker"] = getattr(getattr(node, "gateway", None), "id", None) or os.environ.get(
+            "PYTEST_XDIST_WORKER")
+        outcome = classify(report)
+        first_bad = state["outcome"] in (None, "passed")
+        if report.when == "call" or report.when == "???" or (report.when == "setup" and not report.passed):
+            state["outcome"], state["message"] = outcome, failure_message(report)
+        elif report.when == "teardown" and report.failed and first_bad:
+            state["outcome"], state["message"] = "error", failure_message(report)
+        if report.when in ("teardown", "???"):
+            self._finish(report.nodeid)
+
+    def _finish(self, nodeid: str) -> None:
+        state = self.pending.pop(nodeid)
+        outcome = state["outcome"] or "passed"
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        self.writer.write(ResultRecord(
+            run=self.run_uuid, nodeid=nodeid, outcome=outcome, duration_s=round(state["duration"], 6),
+            model=state.get("model"), suite=self.suite, message=state["message"], attempt=self.attempt,
+            worker=state.get("worker"), device=state.get("device")))
+        bench = state.get("benchmark")
+        if isinstance(bench, dict):
+            known = {k: bench.get(k) for k in ("model", "config", "dtype", "batch_size", "prompt_length",
+                                               "gpu_name", "measurements", "device_samples")}
+            known["measurements"] = {**(known["measurements"] or {}),
+                                     **({"roofline": bench["roofline"]} if "roofline" in bench else {})}
+            known["device_samples"] = known["device_samples"] or []
+            known["model"] = known["model"] or state.get("model")
+            self.writer.write(BenchmarkRecord(run=self.run_uuid, nodeid=nodeid, created_at=now_iso(), **known))
+
+    def _header(self) -> RunRecord:
+        sha = subject = author = email = branch = None
+        if self._git is not None:
+            out = (self._git.communicate(timeout=30)[0] or "").strip().split("\x00")
+            if len(out) == 5:
+                sha, subject, author, email, refs = out
+                heads = [r.split("->")[-1].strip() for r in refs.split(",") if "HEAD ->" in r]
+                branch = heads[0] if heads else None
+        torch = sys.modules.get("torch")
+        return RunRecord(
+            uuid=self.run_uuid, repo=str(self.config.rootpath), branch=branch, commit_sha=sha,
+            commit_subject=subject, commit_author=author, commit_email=email, event="pytest",
+            hostname=socket.gethostname(), python_version=platform.python_version(),
+            torch_version=getattr(torch, "__version__", None), suites=self.suite,
+            models=self.config.getoption("harness_models"), started_at=self.started)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        for nodeid in list(self.pending):
+            self._finish(nodeid)
+        if self.owner:
+            self.writer.write(self._header())
+            status = "completed" if exitstatus in (0, 1, 5) else ("cancelled" if exitstatus == 2 else "failed")
+            self.writer.write(RunEnd(run=self.run_uuid, status=status, finished_at=now_iso()))
+        self.writer.close()
+        self.stored = self._stop_sidecar()
+
+    def _stop_sidecar(self) -> bool | None:
+        if self.sidecar is None:
+            return None
+        try:
+            _, err = self.sidecar.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            self.sidecar.kill()
+            err = b"timed out writing to the store"
+        if self.sidecar.returncode != 0:
+            self.store_error = err.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
+            return False
+        return True
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        tr = terminalreporter
+        if self.sidecar is not None and getattr(self, "stored", None) is False:
+            tr.write_line(f"harness: results NOT stored ({self.store_error[0]}); all are in "
+                          f"{self.bundle_path}: load them later with `harness ingest {self.bundle_path}`",
+                          red=True)
+        elif self.owner:
+            where = "and stored" if self.sidecar is not None else "(no database given)"
+            tr.write_line(f"harness: run {self.run_uuid} recorded in {self.bundle_path} {where}")

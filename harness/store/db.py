@@ -1,0 +1,152 @@
+"""The store's connection: env-backed config, its error class, engine and migrations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from harness.config import DEFAULT_DB_URL
+from harness.errors import HarnessError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class StoreError(HarnessError):
+    """The results database is unusable (bad URL, unreachable, failed write)."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where results go: `HARNESS_DB_URL`, else the embedded SQLite default."""
+
+    url: str = DEFAULT_DB_URL
+    connect_timeout_s: int = 5
+
+    @classmethod
+    def from_env(cls, url: str | None = None) -> StoreConfig:
+        return cls(url=url or os.environ.get("HARNESS_DB_URL") or DEFAULT_DB_URL)
+
+
+def redact(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable database URL>"
+
+
+def validate_url(url: str) -> None:
+    """Raise StoreError unless `url` names a supported dialect (checked before anything runs)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"unusable database URL {url!r}: expected e.g. sqlite:///path.db or "
+                         "postgresql://user@host/db") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(f"unsupported database {parsed.get_backend_name()!r} in {redact(url)}: "
+                         "use sqlite:///... or postgresql://...")
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername not in (
+        "postgresql", "postgresql+psycopg2"
+    ):
+        raise StoreError(f"unsupported driver {parsed.drivername!r}: use postgresql:// (psycopg2)")
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI objects are untyped
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(config: StoreConfig) -> Engine:
+    """An engine for `config.url`; SQLite files get their folder and WAL mode."""
+    validate_url(config.url)
+    url = make_url(config.url)
+    if url.drivername == "postgresql":  # SQLAlchemy 2.1 would pick psycopg 3; we ship psycopg2
+        url = url.set(drivername="postgresql+psycopg2")
+    try:
+        if url.get_backend_name() == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True,
+                                   connect_args={"connect_timeout": config.connect_timeout_s})
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise StoreError(f"unusable database URL {redact(config.url)}: {exc}") from None
+    return engine
+
+
+class Store:
+    """A connected results store: sessions plus schema management."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self.engine = make_engine(config)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str | None = None, *, upgrade: bool = True) -> Store:
+        """Connect, and bring the schema to the latest migration unless told not to."""
+        store = cls(StoreConfig.from_env(url))
+        store.check_connection()
+        if upgrade:
+            store.upgrade()
+        return store
+
+    def check_connection(self) -> None:
+        try:
+            with self.engine.connect():
+                pass
+        except OperationalError as exc:
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreError(f"cannot connect to {redact(self.config.url)}: {first}") from None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on error."""
+        with self._sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except SQLAlchemyError:
+                session.rollback()
+                raise
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply Alembic migrations (an empty database gets the whole schema)."""
+        from alembic import command
+
+        with self.engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config():  # noqa: ANN201 - alembic.config.Config, imported lazily
+    """Alembic config pointing at the packaged migrations."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
