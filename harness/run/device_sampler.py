@@ -120,7 +120,9 @@ class DeviceSampler:
     fixed schedule (``start + k * interval_s``, no drift). ``max_samples`` bounds memory.
     """
 
-    def __init__(self, interval_s: float = 0.1, *, use_nvml: bool = True, max_samples: int = 1_000_000) -> None:
+    def __init__(
+        self, interval_s: float = 0.1, *, use_nvml: bool = True, max_samples: int = 1_000_000
+    ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         self.interval_s = float(interval_s)

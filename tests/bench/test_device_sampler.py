@@ -82,7 +82,7 @@ def test_interval_honoured() -> None:
     n = len(s.samples)
     assert span / interval - 3 <= n <= span / interval + 2, n
     times = [datetime.fromisoformat(r["time"]).timestamp() for r in s.samples]
-    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
     assert abs(gaps[len(gaps) // 2] - interval) < 0.02, gaps
 
 
@@ -132,7 +132,15 @@ def test_fake_gpus_respect_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize(
     ("visible", "expected"),
-    [(None, [0, 1, 2]), ("", []), ("2,0", [2, 0]), ("1,7,0", [1]), ("GPU-0002", [2]), ("0,0", [0]), ("-1", [])],
+    [
+        (None, [0, 1, 2]),
+        ("", []),
+        ("2,0", [2, 0]),
+        ("1,7,0", [1]),
+        ("GPU-0002", [2]),
+        ("0,0", [0]),
+        ("-1", []),
+    ],
 )
 def test_visible_nvml_indices(visible: str | None, expected: list[int]) -> None:
     uuids = ["GPU-0000-x", "GPU-0001-x", "GPU-0002-x"]
