@@ -1,0 +1,110 @@
+"""Helpers shared by the family files: config lookup, seeded init on any device, cache setup.
+
+No ``ModelArgs`` here: the platform finds families by that class name in ``models/*.py``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from models.kv_cache import CacheState, KVCache
+
+# init rule: (parameter name, parameter) -> ("normal", std) | ("ones", 0) | ("zeros", 0)
+InitRule = Callable[[str, nn.Parameter], tuple[str, float]]
+
+
+def lookup_config(configs: dict[str, dict], name: str, family: str) -> dict:
+    """The config called ``name`` (``family-`` prefix optional); a KeyError lists the known ones."""
+    for key in (name, name.removeprefix(f"{family}-"), f"{family}-{name}"):
+        if key in configs:
+            return dict(configs[key], name=key)
+    raise KeyError(f"unknown {family} config {name!r}; known: {', '.join(configs)}")
+
+
+def param_seed(seed: int, name: str) -> int:
+    """A stable per-parameter seed, independent of construction order."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**62)
+
+
+@torch.no_grad()
+def init_parameters(model: nn.Module, seed: int, rule: InitRule) -> None:
+    """(Re)initialise every parameter in place, deterministically from ``seed`` and its name."""
+    for name, p in model.named_parameters():
+        kind, std = rule(name, p)
+        if kind == "ones":
+            p.fill_(1.0)
+        elif kind == "zeros":
+            p.zero_()
+        elif kind == "normal":
+            gen = torch.Generator(device=p.device).manual_seed(param_seed(seed, name))
+            tmp = torch.empty(p.shape, device=p.device, dtype=torch.float32).normal_(0.0, std, generator=gen)
+            p.copy_(tmp)
+        else:
+            raise ValueError(f"unknown init kind {kind!r} for {name}")
+
+
+def build_model(cls: type[nn.Module], name: str, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
+    """Construct ``cls.from_name(name)`` on the meta device, then materialise and init on ``device``."""
+    with torch.device("meta"):
+        model = cls.from_name(name).to(dtype=dtype)
+    if torch.device(device).type == "meta":
+        return model.eval()
+    model = model.to_empty(device=device)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    init_parameters(model, seed, model.init_rule)
+    return model.eval()
+
+
+def setup_kv_caches(model: nn.Module, attn_layers: Iterable[nn.Module], max_batch_size: int,
+                    max_seq_length: int, static: bool, n_kv_heads: int, head_dim: int,
+                    max_positions: int | None = None) -> None:
+    """Give every attention layer a :class:`KVCache` (on its own device) and the model a :class:`CacheState`."""
+    if max_positions is not None and max_seq_length > max_positions:
+        raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's {max_positions} positions")
+    first = next(model.parameters())
+    model.cache_state = CacheState(max_batch_size, max_seq_length, static=static, device=first.device)
+    for layer in attn_layers:
+        p = next(layer.parameters())
+        layer.kv_cache = KVCache(max_batch_size, max_seq_length, n_kv_heads, head_dim,
+                                 dtype=p.dtype if p.is_floating_point() else first.dtype,
+                                 device=p.device, static=static)
+
+
+def clear_kv_caches(model: nn.Module, attn_layers: Iterable[nn.Module]) -> None:
+    """Drop all caches: the model runs cache-free again."""
+    model.cache_state = None
+    for layer in attn_layers:
+        layer.kv_cache = None
+
+
+def rope_cos_sin(pos_ids: torch.Tensor, head_dim: int, base: float,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary cos/sin of shape (B|1, 1, T, head_dim) for positions (B|1, T), rotate-half layout."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=pos_ids.device, dtype=torch.float32) / head_dim))
+    freqs = pos_ids.float()[..., None] * inv_freq
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, D) by cos/sin (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def param_bytes(model: nn.Module) -> int:
+    """Bytes of parameters and persistent buffers (tied tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + [b for n, b in model.named_buffers() if "cache" not in n]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
