@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,7 +22,7 @@ app = typer.Typer(name="harness", no_args_is_help=True, add_completion=False, pr
 db_app = typer.Typer(no_args_is_help=True, help="Database schema management.")
 app.add_typer(db_app, name="db")
 
-DbOption = Annotated[Optional[str], typer.Option("--db", help="database URL (default: HARNESS_DB_URL, "
+DbOption = Annotated[str | None, typer.Option("--db", help="database URL (default: HARNESS_DB_URL, "
                                                  "else sqlite:///.harness/results.db)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")]
 
@@ -41,6 +40,57 @@ def db_upgrade(db: DbOption = None) -> None:
     url = resolve_db_url(db)
     store = Store.open(url)
     typer.echo(f"{redact(url)} at revision {store.current_revision()}")
+
+
+@app.command("run")
+def run_cmd(
+    models: Annotated[str, typer.Option("--models", help="comma-separated model names, or 'all'")] = "all",
+    suite: Annotated[str | None, typer.Option("--suite", help="slow,fa2,quantization,benchmark "
+                                                 "(default: all that apply to the runner group)")] = None,
+    runner_group: Annotated[str | None, typer.Option("--runner-group", help="cpu | single-gpu | multi-gpu "
+                                                        "(default: detected from visible GPUs)")] = None,
+    workers: Annotated[int | None, typer.Option("-n", "--workers", help="xdist workers (default: one per "
+                                                   "GPU, else up to 4 CPUs)")] = None,
+    repo: Annotated[str, typer.Option("--repo", help="target git repository")] = ".",
+    db: DbOption = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="per-test timeout in seconds")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run suites for models and record every result."""
+    from rich.console import Console
+
+    from harness.config import resolve_db_url
+    from harness.run.runner import RunOptions, print_summary, run
+
+    err = Console(stderr=True)
+    outcome = run(RunOptions(models=models, suites=suite, runner_group=runner_group, workers=workers, repo=repo,
+                             db_url=resolve_db_url(db), timeout=timeout, show_progress=not as_json and err.is_terminal),
+                  console=err)
+    if as_json:
+        print_json(outcome.as_json())
+    else:
+        print_summary(outcome, Console())
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command("ingest")
+def ingest_cmd(
+    paths: Annotated[list[str], typer.Argument(help="results bundles (.jsonl) or JUnit XML files (.xml)")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Load results bundles or JUnit XML into the store (ingesting twice adds nothing)."""
+    from dataclasses import asdict
+
+    from harness.config import resolve_db_url
+    from harness.ingest import ingest
+
+    report = ingest(paths, resolve_db_url(db))
+    if as_json:
+        print_json({"files": report.files, "records": report.records, "added": asdict(report.added)})
+    else:
+        typer.echo(f"ingested {report.files} file(s), {report.records} records: {report.added.runs} new runs, "
+                   f"{report.added.results} new results, {report.added.benchmarks} new benchmarks")
 
 
 # ---- verbs are added above this line -------------------------------------------------------------

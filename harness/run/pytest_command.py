@@ -1,0 +1,65 @@
+"""Builds the pytest command line and environment for one suite pass of a run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.run.target import SuiteSpec, Target
+
+
+@dataclass(frozen=True)
+class PytestPass:
+    """One pytest invocation: a suite, for some models, parallel or the multi-GPU pass."""
+
+    suite: SuiteSpec
+    models: list[str]
+    multi_gpu: bool | None
+    argv: list[str]
+    env: dict[str, str]
+
+
+def worker_specs(workers: int, gpu_count: int) -> list[str]:
+    """xdist arguments: one worker per GPU, each pinned before CUDA initialises, or plain `-n`."""
+    if gpu_count and workers > 1:
+        specs = []
+        for i in range(workers):
+            gpu = i % gpu_count
+            specs += ["--tx", f"popen//env:CUDA_VISIBLE_DEVICES={gpu}//env:HARNESS_DEVICE=cuda:{gpu}"]
+        return ["--dist", "load", *specs]
+    return ["-n", str(max(1, workers))]
+
+
+def marker_expression(suite: SuiteSpec, multi_gpu: bool | None) -> str | None:
+    """`-m` for a pass: the suite's markers, and `multi_gpu` (True), `not multi_gpu` (False) or
+    either (None: no separate multi-GPU pass, so such tests run here and skip with their reason)."""
+    parts = [f"({suite.markers})"] if suite.markers else []
+    if multi_gpu is not None:
+        parts.append("multi_gpu" if multi_gpu else "not multi_gpu")
+    return " and ".join(parts) or None
+
+
+def build_pass(target: Target, suite: SuiteSpec, models: list[str], *, run_uuid: str, bundle: Path,
+               workers: int, gpu_count: int, multi_gpu: bool | None, timeout: float | None) -> PytestPass:
+    """The argv and env of one pytest pass (crash isolation: always through xdist workers)."""
+    argv = [sys.executable, "-m", "pytest", *target.pytest_paths(suite, models),
+            "-p", "no:cacheprovider", "-q", "-rN", "--color=no",
+            "--harness-bundle", str(bundle), "--harness-run-uuid", run_uuid, "--harness-suite", suite.name,
+            "--harness-models", ",".join(models or target.models), "--max-worker-restart", "1000"]
+    expression = marker_expression(suite, multi_gpu)
+    if expression:
+        argv += ["-m", expression]
+    if not target.models and not target.model_paths and models:
+        argv += ["-k", " or ".join(models)]  # a target without a model registry: names select tests
+    argv += ["-n", "1"] if multi_gpu else worker_specs(workers, gpu_count)
+    if timeout:
+        argv += ["--timeout", str(timeout), "--timeout-method", "signal"]
+    env = {**os.environ, **suite.env}
+    env["PYTHONPATH"] = os.pathsep.join([str(target.root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env.pop("HARNESS_DB_URL", None)  # the runner is the store's one writer; the plugin only writes the bundle
+    if target.models_env and models:
+        env[target.models_env] = ",".join(models)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return PytestPass(suite=suite, models=models, multi_gpu=multi_gpu, argv=argv, env=env)
