@@ -93,6 +93,39 @@ def ingest_cmd(
                    f"{report.added.results} new results, {report.added.benchmarks} new benchmarks")
 
 
+@app.command("plan")
+def plan_cmd(
+    event: Annotated[str, typer.Option("--event", help="schedule | workflow_dispatch | push | pull_request")],
+    changed_files: Annotated[list[str] | None, typer.Option("--changed-files", help="changed paths (repeat, "
+                             "or comma/whitespace separated)")] = None,
+    changed_files_from: Annotated[str | None, typer.Option("--changed-files-from", help="file with one "
+                                  "changed path per line ('-': stdin)", allow_dash=True)] = None,
+    labels: Annotated[list[str] | None, typer.Option("--labels", help="pull request labels (run-slow, "
+                      "run-benchmark)")] = None,
+    models: Annotated[str | None, typer.Option("--models", help="override: comma list or 'all'")] = None,
+    suites: Annotated[str | None, typer.Option("--suites", help="override the event's suites")] = None,
+    runner_groups: Annotated[str | None, typer.Option("--runner-groups", help="harness groups or Actions "
+                             "runner-group names (default: by event)")] = None,
+    important_only: Annotated[bool, typer.Option("--important-only", help="only [tool.harness] important")] = False,
+    models_per_job: Annotated[int, typer.Option("--models-per-job", help="models in one matrix job")] = 1,
+    max_jobs: Annotated[int, typer.Option("--max-jobs", help="jobs per matrix slice (GitHub cap: 256)")] = 256,
+    repo: Annotated[str, typer.Option("--repo", help="target git repository")] = ".",
+    github_output: Annotated[str | None, typer.Option("--github-output", help="also append outputs to "
+                             "this file (pass \"$GITHUB_OUTPUT\")")] = None,
+) -> None:
+    """Print the Actions matrix (models x suites x runner groups) for an event and its changed files."""
+    from harness.plan import PlanRequest, make_plan, read_paths, split_list, write_github_output
+
+    files = split_list(changed_files) + (read_paths(changed_files_from) if changed_files_from else [])
+    plan = make_plan(PlanRequest(event=event, changed_files=files, labels=split_list(labels),
+                                 models=split_list(models), suites=split_list(suites),
+                                 runner_groups=split_list(runner_groups), important_only=important_only,
+                                 models_per_job=models_per_job, max_jobs=max_jobs, repo=repo))
+    if github_output:
+        write_github_output(plan, github_output)
+    print_json(plan)
+
+
 # ---- verbs are added above this line -------------------------------------------------------------
 
 

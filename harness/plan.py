@@ -1,0 +1,294 @@
+"""`harness plan`: the GitHub Actions matrix for an event and its changed files.
+
+Selection (which models, which suites) comes from the event, the changed files and the PR labels;
+placement (which Actions runner group runs what) comes from `harness/runner_groups.toml` through
+`load_runner_groups`, never from the workflows. The matrix is cut into slices of at most `max_jobs`
+entries (GitHub caps one matrix at 256 jobs); a workflow runs one reusable-workflow call per slice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from harness.config import RUNNER_GROUPS
+from harness.errors import HarnessError
+from harness.run.runner_groups import RunnerGroupSpec, default_runner, load_runner_groups
+from harness.run.target import Target, load_target
+
+GITHUB_MATRIX_CAP = 256
+EVENTS = ("schedule", "workflow_dispatch", "push", "pull_request")
+SLOW_LABEL = "run-slow"
+BENCHMARK_LABEL = "run-benchmark"
+# On a pull request each suite runs only when the PR carries its label.
+SUITE_LABELS = {"slow": SLOW_LABEL, "fa2": SLOW_LABEL, "quantization": SLOW_LABEL, "benchmark": BENCHMARK_LABEL}
+# Shared code under models/ and suites/: a change to any of these runs every model.
+SHARED_SUITE_FILES = ("conftest.py", "__init__.py")
+DEPENDENCY_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "harness.toml")
+# FlashAttention-2 needs compute capability >= 8.0 (Ampere); facts about GPUs, not about runners.
+FA2_GPUS = re.compile(r"A10|A100|A30|A40|A6000|L4|L40|H100|H200|H20|RTX (30|40|50)\d\d|B200|GB200", re.I)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What an event runs when nothing narrows it."""
+
+    suites: tuple[str, ...]
+    groups: tuple[str, ...]
+    all_models: bool
+
+
+POLICIES = {
+    "schedule": Policy(("slow", "fa2", "quantization"), ("single-gpu", "multi-gpu"), all_models=True),
+    "workflow_dispatch": Policy(("slow", "fa2", "quantization"), ("single-gpu", "multi-gpu"), all_models=True),
+    "push": Policy(("slow", "fa2"), ("single-gpu",), all_models=False),
+    "pull_request": Policy(("slow", "fa2", "quantization"), ("single-gpu", "multi-gpu"), all_models=False),
+}
+
+
+@dataclass
+class Selection:
+    """Per suite, the models picked by changed files (`None`: every model), and why."""
+
+    per_suite: dict[str, set[str] | None] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    def models_for(self, suite: str, models: Sequence[str]) -> list[str]:
+        """The picked models of one suite, in the target's order."""
+        if suite not in self.per_suite:
+            return []
+        picked = self.per_suite[suite]
+        return list(models) if picked is None else [m for m in models if m in picked]
+
+
+def classify(path: str, models: Sequence[str], suites: Sequence[str]) -> tuple[set[str] | None, set[str] | None] | None:
+    """What one changed file selects: (models or None=all, suites or None=all), or None for nothing."""
+    p = PurePosixPath(path.strip())
+    parts = p.parts
+    if not parts:
+        return None
+    if parts[0] == "models":
+        if len(parts) == 2 and p.suffix == ".py" and p.stem in models:
+            return {p.stem}, None
+        return None, None  # attention, quantization, kv cache, generate, base classes: everything
+    if parts[0] == "suites":
+        if len(parts) == 2:
+            return None, None  # suites/conftest.py and other shared suite helpers
+        suite = parts[1]
+        if suite not in suites:
+            return None, None
+        named = {PurePosixPath(x).stem for x in parts[2:]} & set(models)
+        if named and p.name not in SHARED_SUITE_FILES:
+            return named, {suite}
+        return None, {suite}
+    if len(parts) == 1 and (p.name in DEPENDENCY_FILES or p.name.startswith("requirements")):
+        return None, None
+    return None  # docs, platform code (tested by the project's own CI), workflows, dashboards
+
+
+def select(changed: Iterable[str], models: Sequence[str], suites: Sequence[str]) -> Selection:
+    """Fold `classify` over the changed files, keeping each file's suite granularity."""
+    sel = Selection()
+    for path in changed:
+        effect = classify(path, models, suites)
+        if effect is None:
+            continue
+        picked, picked_suites = effect
+        for suite in sorted(picked_suites) if picked_suites is not None else suites:
+            current = sel.per_suite.get(suite, set())
+            sel.per_suite[suite] = None if picked is None or current is None else current | picked
+        what = "every model" if picked is None else ",".join(sorted(picked))
+        sel.reasons.append(f"{path}: {what} ({'all suites' if picked_suites is None else ','.join(sorted(picked_suites))})")
+    return sel
+
+
+def split_list(values: Iterable[str] | str | None) -> list[str]:
+    """Flatten repeated / comma / whitespace separated option values, keeping order."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for value in values:
+        for item in re.split(r"[\s,]+", value):
+            if item and item not in out:
+                out.append(item)
+    return out
+
+
+def _runners_for(group_or_name: str, specs: list[RunnerGroupSpec]) -> tuple[str, RunnerGroupSpec | None]:
+    """A harness group (use its default runner) or an Actions runner-group name (use that one)."""
+    if group_or_name in RUNNER_GROUPS:
+        return group_or_name, None
+    spec = next((s for s in specs if s.name == group_or_name), None)
+    if spec is None:
+        known = ", ".join(list(RUNNER_GROUPS) + [s.name for s in specs])
+        raise HarnessError(f"unknown runner group {group_or_name!r} (known: {known})")
+    return spec.group, spec
+
+
+def place(suite: str, group: str, pinned: RunnerGroupSpec | None, specs: list[RunnerGroupSpec]) -> RunnerGroupSpec:
+    """The Actions runner group for one suite in one harness group (FA2 prefers an Ampere+ GPU)."""
+    if pinned is not None:
+        return pinned
+    default = default_runner(group)
+    if suite == "fa2" and not FA2_GPUS.search(default.gpu_name):
+        capable = [s for s in specs if s.group == group and FA2_GPUS.search(s.gpu_name)]
+        if capable:
+            return capable[0]
+    return default
+
+
+def _entry(spec: RunnerGroupSpec, suites: list[str], models: list[str], tag: str, event: str) -> dict[str, Any]:
+    label = models[0] if len(models) == 1 else f"{models[0]}-and-{len(models) - 1}-more"
+    return {
+        "id": f"{label}-{spec.machine_type}-{'-'.join(suites)}",
+        "models": ",".join(models),
+        "suites": ",".join(suites),
+        "runner": spec.name,
+        "runner_group": spec.group,
+        "machine_type": spec.machine_type,
+        "gpu_name": spec.gpu_name,
+        "gpu_count": spec.gpu_count,
+        "container_options": spec.container_options,
+        "artifact": f"{spec.machine_type}_{tag}_{'-'.join(suites)}_{label}",
+        "event": event,
+    }
+
+
+@dataclass
+class PlanRequest:
+    """Inputs of `make_plan`; lists accept comma/whitespace separated strings too."""
+
+    event: str
+    changed_files: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    suites: list[str] = field(default_factory=list)
+    runner_groups: list[str] = field(default_factory=list)
+    important_only: bool = False
+    models_per_job: int = 1
+    max_jobs: int = GITHUB_MATRIX_CAP
+    repo: str = "."
+
+
+def _validate(req: PlanRequest, target: Target) -> None:
+    if req.event not in EVENTS:
+        raise HarnessError(f"unknown event {req.event!r} (known: {', '.join(EVENTS)})")
+    if not 1 <= req.max_jobs <= GITHUB_MATRIX_CAP:
+        raise HarnessError(f"--max-jobs must be between 1 and {GITHUB_MATRIX_CAP}, got {req.max_jobs}")
+    if req.models_per_job < 1:
+        raise HarnessError(f"--models-per-job must be at least 1, got {req.models_per_job}")
+    for suite in req.suites:
+        if suite not in target.suites:
+            raise HarnessError(f"unknown suite {suite!r} (known: {', '.join(target.suites)})")
+
+
+def make_plan(req: PlanRequest) -> dict[str, Any]:
+    """The plan object: selection, reasons and the matrix slices (see module docstring)."""
+    target = load_target(req.repo)
+    _validate(req, target)
+    specs = load_runner_groups()
+    policy = POLICIES[req.event]
+    suites = [s for s in (req.suites or policy.suites) if s in target.suites]
+    reasons: list[str] = []
+    if req.event == "pull_request":
+        gated = [s for s in suites if SUITE_LABELS.get(s, SLOW_LABEL) in req.labels]
+        if len(gated) < len(suites):
+            missing = sorted({SUITE_LABELS.get(s, SLOW_LABEL) for s in suites if s not in gated})
+            reasons.append(f"pull request without label {', '.join(missing)}: "
+                           f"skipping {', '.join(s for s in suites if s not in gated)}")
+        suites = gated
+
+    if req.models:
+        models = target.resolve_models(",".join(req.models))
+        reasons.append(f"--models {','.join(req.models)}")
+        per_suite_models = {s: list(models) for s in suites}
+    elif policy.all_models:
+        models = list(target.models)
+        reasons.append(f"{req.event}: every model")
+        per_suite_models = {s: list(models) for s in suites}
+    else:
+        sel = select(req.changed_files, target.models, list(target.suites))
+        per_suite_models = {s: sel.models_for(s, target.models) for s in suites}
+        reasons.extend(sel.reasons or ["no changed file selects a model (docs or platform code only)"])
+    if req.important_only and target.important:
+        per_suite_models = {s: [m for m in ms if m in target.important] for s, ms in per_suite_models.items()}
+        reasons.append(f"important models only: {', '.join(target.important)}")
+
+    groups = [_runners_for(g, specs) for g in (req.runner_groups or policy.groups)]
+    # Group (runner, models) → suites so one job runs every suite its machine is right for.
+    cells: dict[tuple[str, str], tuple[RunnerGroupSpec, list[str]]] = {}
+    for suite, models_for_suite in per_suite_models.items():
+        spec_suite = target.suites[suite]
+        for group, pinned in groups:
+            if group not in spec_suite.runner_groups:
+                continue
+            runner = place(suite, group, pinned, specs)
+            for model in models_for_suite:
+                cell = cells.setdefault((runner.name, model), (runner, []))
+                cell[1].append(suite)
+    jobs: dict[tuple[str, tuple[str, ...]], tuple[RunnerGroupSpec, list[str]]] = {}
+    for (_, model), (runner, cell_suites) in cells.items():
+        key = (runner.name, tuple(cell_suites))
+        jobs.setdefault(key, (runner, []))[1].append(model)
+
+    tag = {"schedule": "daily", "workflow_dispatch": "manual", "push": "push", "pull_request": "pr"}[req.event]
+    entries = []
+    for (_, cell_suites), (runner, models) in jobs.items():
+        for i in range(0, len(models), req.models_per_job):
+            entries.append(_entry(runner, list(cell_suites), models[i:i + req.models_per_job], tag, req.event))
+    slices = [entries[i:i + req.max_jobs] for i in range(0, len(entries), req.max_jobs)]
+    if len(slices) > GITHUB_MATRIX_CAP:
+        raise HarnessError(f"{len(entries)} jobs need {len(slices)} slices, over GitHub's {GITHUB_MATRIX_CAP}: "
+                           f"raise --models-per-job")
+    chosen = {m for e in entries for m in e["models"].split(",")}
+    selected = [m for m in target.models if m in chosen] + sorted(chosen - set(target.models))
+    return {
+        "event": req.event,
+        "models": selected,
+        "suites": sorted({s for e in entries for s in e["suites"].split(",")}),
+        "runners": sorted({e["runner"] for e in entries}),
+        "jobs": len(entries),
+        "max_jobs": req.max_jobs,
+        "empty": not entries,
+        "reasons": reasons,
+        "slice_ids": list(range(len(slices))),
+        "slices": [{"include": s} for s in slices],
+    }
+
+
+def github_outputs(plan: dict[str, Any]) -> dict[str, str]:
+    """The `key=value` pairs a workflow step writes to `$GITHUB_OUTPUT` (compact JSON values)."""
+    return {
+        "empty": "true" if plan["empty"] else "false",
+        "jobs": str(plan["jobs"]),
+        "models": ",".join(plan["models"]),
+        "slice_ids": json.dumps(plan["slice_ids"], separators=(",", ":")),
+        "slices": json.dumps(plan["slices"], separators=(",", ":")),
+    }
+
+
+def write_github_output(plan: dict[str, Any], path: str | Path) -> None:
+    """Append the plan's outputs to a `$GITHUB_OUTPUT` file (values are single-line JSON)."""
+    lines = "".join(f"{k}={v}\n" for k, v in github_outputs(plan).items())
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(lines)
+
+
+def read_paths(source: str | Path) -> list[str]:
+    """Changed paths, one per line, from a file or '-' (stdin)."""
+    import sys
+
+    if str(source) == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise HarnessError(f"cannot read changed files from {source}: {exc.strerror}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
