@@ -1,0 +1,1 @@
+"""Reports: Slack, Grafana dashboards, performance alerts."""
