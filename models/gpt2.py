@@ -1,0 +1,150 @@
+"""GPT-2: learned position embeddings, pre-LayerNorm, fused qkv projection, GELU MLP, tied head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models._base import build_model, clear_kv_caches, init_parameters, lookup_config, setup_kv_caches
+from models.kv_cache import AttnContext, make_context
+
+FAMILY = "gpt2"
+
+CONFIGS: dict[str, dict] = {
+    "tiny": dict(dim=64, n_layers=2, n_heads=4, vocab_size=320, max_seq_len=256),
+    "gpt2": dict(dim=768, n_layers=12, n_heads=12, vocab_size=50257, max_seq_len=1024),
+    "gpt2-medium": dict(dim=1024, n_layers=24, n_heads=16, vocab_size=50257, max_seq_len=1024),
+    "gpt2-large": dict(dim=1280, n_layers=36, n_heads=20, vocab_size=50257, max_seq_len=1024),
+    "gpt2-xl": dict(dim=1600, n_layers=48, n_heads=25, vocab_size=50257, max_seq_len=1024),
+}
+
+
+@dataclass
+class ModelArgs:
+    name: str = "tiny"
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 0  # always n_heads (no GQA)
+    head_dim: int = 0  # dim // n_heads
+    intermediate_size: int = 0  # 4 * dim
+    vocab_size: int = 320
+    max_seq_len: int = 256  # learned positions: n_positions
+    norm_eps: float = 1e-5
+    sliding_window: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads:
+            raise ValueError("dim must be a multiple of n_heads")
+        self.n_kv_heads = self.n_heads
+        self.head_dim = self.dim // self.n_heads
+        self.intermediate_size = self.intermediate_size or 4 * self.dim
+
+    @classmethod
+    def from_name(cls, name: str) -> ModelArgs:
+        return cls(**lookup_config(CONFIGS, name, FAMILY))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelArgs) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.c_attn = nn.Linear(config.dim, 3 * config.dim)  # fused q, k, v
+        self.c_proj = nn.Linear(config.dim, config.dim)
+        self.kv_cache = None
+
+    def forward(self, x: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.c_attn(x).split(d, dim=-1)
+        q, k, v = (z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for z in (q, k, v))
+        y = ctx.attend(q, k, v, self.kv_cache)
+        return self.c_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelArgs) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.dim, config.intermediate_size)
+        self.c_proj = nn.Linear(config.intermediate_size, config.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelArgs) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.attn = Attention(config)
+        self.ln_2 = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), ctx)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelArgs) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.dim)
+        self.wpe = nn.Embedding(config.max_seq_len, config.dim)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.tie_weights()
+        self.cache_state = None
+
+    def tie_weights(self) -> None:
+        """The output projection is the token embedding matrix."""
+        self.lm_head.weight = self.wte.weight
+
+    @classmethod
+    def from_name(cls, name: str) -> Transformer:
+        return cls(ModelArgs.from_name(name))
+
+    def setup_caches(self, max_batch_size: int, max_seq_length: int, static: bool = True) -> None:
+        """Allocate a KV cache per layer (static buffers for torch.compile, or growing ones)."""
+        c = self.config
+        setup_kv_caches(self, (blk.attn for blk in self.layers), max_batch_size, max_seq_length, static,
+                        c.n_heads, c.head_dim, c.max_seq_len)
+
+    def clear_caches(self) -> None:
+        clear_kv_caches(self, (blk.attn for blk in self.layers))
+
+    def init_rule(self, name: str, p: nn.Parameter) -> tuple[str, float]:
+        c = self.config
+        if name.endswith(".bias"):
+            return "zeros", 0.0
+        if ".ln_" in f".{name}" and name.endswith("weight"):
+            return "ones", 0.0
+        if name in ("wte.weight", "wpe.weight"):
+            return "normal", 2.0 * c.dim**-0.5
+        std = p.shape[1] ** -0.5
+        if name.endswith("c_proj.weight"):
+            std /= (2 * c.n_layers) ** 0.5
+        return "normal", std
+
+    def reset_parameters(self, seed: int = 0) -> None:
+        init_parameters(self, seed, self.init_rule)
+
+    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for tokens ``idx`` (B, T) written at cache slots ``input_pos``."""
+        ctx = make_context(self.cache_state, idx, input_pos, attention_mask, self.config.sliding_window)
+        if int(idx.shape[1]) > self.config.max_seq_len:
+            raise ValueError(f"{idx.shape[1]} tokens exceed the {self.config.max_seq_len} learned positions")
+        x = self.wte(idx) + self.wpe(ctx.pos_ids)
+        for layer in self.layers:
+            x = layer(x, ctx)
+        return self.lm_head(self.ln_f(x))
+
+
+def build(name: str = "tiny", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+          seed: int = 0) -> Transformer:
+    """``Transformer.from_name(name)`` built on meta, materialised on ``device``, seeded init."""
+    return build_model(Transformer, name, device, dtype, seed)
