@@ -175,8 +175,7 @@ class Recorder:
         if BENCHMARK_PROPERTY in props:
             state["benchmark"] = props[BENCHMARK_PROPERTY]
         node = getattr(report, "node", None)
-        state["worker"] = getattr(getattr(node, "gateway", None), "id", None) or os.environ.get(
-            "PYTEST_XDIST_WORKER")
+        state["worker"] = getattr(getattr(node, "gateway", None), "id", None)
         outcome = classify(report)
         first_bad = state["outcome"] in (None, "passed")
         if report.when == "call" or report.when == "???" or (report.when == "setup" and not report.passed):

@@ -1,0 +1,125 @@
+"""The pytest plugin, driven through pytester as pytest-xdist's acceptance tests do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+pytest_plugins = ["pytester"]
+
+SAMPLE = """
+import pytest
+
+def test_pass():
+    pass
+
+def test_fail():
+    assert 1 == 2, "one is not two"
+
+@pytest.mark.parametrize("model_name", ["llama", "gemma"])
+def test_model(model_name):
+    pass
+
+def test_skip():
+    pytest.skip("needs a GPU")
+
+@pytest.mark.xfail(reason="known bug")
+def test_xfail():
+    assert False
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("fixture exploded")
+
+def test_setup_error(broken):
+    pass
+
+def test_bench(record_property):
+    record_property("harness_benchmark", {"config": "tiny", "dtype": "float32", "batch_size": 1,
+                                          "prompt_length": 4, "measurements": {"time_to_first_token_secs": 0.5}})
+"""
+
+EXPECTED = {
+    "test_sample.py::test_pass": "passed",
+    "test_sample.py::test_fail": "failed",
+    "test_sample.py::test_model[llama]": "passed",
+    "test_sample.py::test_model[gemma]": "passed",
+    "test_sample.py::test_skip": "skipped",
+    "test_sample.py::test_xfail": "xfail",
+    "test_sample.py::test_setup_error": "error",
+    "test_sample.py::test_bench": "passed",
+}
+
+
+def _bundle(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_inert_without_options(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HARNESS_DB_URL", raising=False)
+    pytester.makepyfile(test_sample=SAMPLE)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=4, failed=1, skipped=1, xfailed=1, errors=1)
+    assert not (pytester.path / ".harness").exists()
+    assert "harness:" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["single-process", "xdist-2"])
+def test_bundle_records_every_outcome(pytester: pytest.Pytester, xdist: bool) -> None:
+    pytester.makepyfile(test_sample=SAMPLE)
+    bundle = pytester.path / "out.jsonl"
+    args = ["--harness-bundle", str(bundle), "--harness-suite", "slow", "--harness-models", "llama,gemma"]
+    result = pytester.runpytest_subprocess(*args, *(["-n", "2"] if xdist else []))
+    assert result.ret == 1
+    records = _bundle(bundle)
+    results = {r["nodeid"]: r for r in records if r["kind"] == "result"}
+    assert {k: v["outcome"] for k, v in results.items()} == EXPECTED
+    assert results["test_sample.py::test_fail"]["message"].startswith("AssertionError: one is not two")
+    assert "fixture exploded" in results["test_sample.py::test_setup_error"]["message"]
+    assert results["test_sample.py::test_skip"]["message"] == "Skipped: needs a GPU"
+    assert results["test_sample.py::test_model[gemma]"]["model"] == "gemma"
+    assert all(r["suite"] == "slow" and r["device"] == "cpu" for r in results.values())
+    workers = {r["worker"] for r in results.values()}
+    assert workers <= {"gw0", "gw1"} and workers if xdist else workers == {None}
+    kinds = [r["kind"] for r in records]
+    assert kinds[-2:] == ["run", "run_end"] and kinds.count("benchmark") == 1
+    bench = next(r for r in records if r["kind"] == "benchmark")
+    assert bench["measurements"] == {"time_to_first_token_secs": 0.5} and bench["config"] == "tiny"
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["single-process", "xdist-2"])
+def test_db_option_stores_rows(pytester: pytest.Pytester, db_url: str, xdist: bool) -> None:
+    pytester.makepyfile(test_sample=SAMPLE)
+    result = pytester.runpytest_subprocess("--harness-db", db_url, *(["-n", "2"] if xdist else []))
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*harness: run * recorded in * and stored*"])
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT nodeid, outcome FROM test_results")).all())
+        run = conn.execute(text("SELECT status, commit_sha, event FROM runs")).one()
+        metrics = conn.execute(text("SELECT measurements FROM model_measurements")).scalar_one()
+    engine.dispose()
+    assert rows == EXPECTED
+    assert run.status == "completed" and run.event == "pytest"
+    assert (json.loads(metrics) if isinstance(metrics, str) else metrics)["time_to_first_token_secs"] == 0.5
+
+
+def test_unreachable_db_keeps_everything_in_the_bundle(pytester: pytest.Pytester, db_url: str) -> None:
+    pytester.makepyfile(test_sample=SAMPLE)
+    bundle = pytester.path / "b.jsonl"
+    dead = "postgresql://postgres@127.0.0.1:1/nowhere"
+    result = pytester.runpytest_subprocess("--harness-db", dead, "--harness-bundle", str(bundle))
+    result.stdout.fnmatch_lines([f"*harness: results NOT stored*harness ingest {bundle}*"])
+    assert {r["nodeid"] for r in _bundle(bundle) if r["kind"] == "result"} == set(EXPECTED)
+    from harness.ingest import ingest
+
+    for _ in range(2):  # later, twice: nothing lost, nothing duplicated
+        ingest([str(bundle)], db_url)
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM test_results")).scalar() == len(EXPECTED)
+        assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 1
+    engine.dispose()
