@@ -126,6 +126,35 @@ def plan_cmd(
     print_json(plan)
 
 
+@app.command("perf-alerts")
+def perf_alerts_cmd(
+    branch: Annotated[str | None, typer.Option("--branch", help="only this branch")] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="only this GPU name")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="only this model")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="only these metrics (repeat)")] = None,
+    window: Annotated[int, typer.Option("--window", help="E-Divisive window, points")] = 50,
+    max_pvalue: Annotated[float, typer.Option("--max-pvalue", help="significance level")] = 0.001,
+    min_magnitude: Annotated[float, typer.Option("--min-magnitude", help="smallest relative change")] = 0.02,
+    save: Annotated[bool, typer.Option("--save/--no-save", help="record new alerts in perf_alerts")] = True,
+    repo: Annotated[str, typer.Option("--repo", help="repository named in the bisect commands")] = ".",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find performance change points in benchmark series; exit 1 when there are new regressions."""
+    from harness.config import resolve_db_url
+    from harness.report import perf_alerts as pa
+    from harness.store import Store
+
+    detector = pa.default_detector(window, max_pvalue, min_magnitude)
+    result = pa.run_perf_alerts(Store.open(resolve_db_url(db)), detector=detector, branch=branch, gpu=gpu,
+                                model=model, metrics=metric, save=save)
+    if as_json:
+        print_json(pa.to_json(result, repo))
+    else:
+        typer.echo("\n".join(pa.summary_lines(result, repo)))
+    raise typer.Exit(1 if result.new_regressions else 0)
+
+
 # ---- verbs are added above this line -------------------------------------------------------------
 
 

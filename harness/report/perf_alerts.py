@@ -1,0 +1,260 @@
+"""Performance-regression alerts: change points in each benchmark metric series, kept in `perf_alerts`.
+
+A series is one (model, config, metric, GPU, branch): the values of one `model_measurements` key (or
+a numeric key of its `roofline` object, as `roofline.<key>`) over the commits that were benchmarked,
+oldest first, one point per commit (the median when a commit was measured more than once). A change
+point found by the detector becomes an alert: the commits either side, the means before and after,
+the relative change and the p-value. A regression is handed to `harness bisect --perf`.
+
+When a benchmark carries a `config`, the stored metric is `<metric>@<config>` (perf_alerts has no
+config column), and `bisect_command()` passes the bare metric name.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, select
+
+from harness.errors import HarnessError
+from harness.report.changepoint import ChangeDetector, EDivisive
+from harness.store.db import Store
+from harness.store.schema import Benchmark, ModelMeasurement, PerfAlert
+
+HIGHER_IS_BETTER = ("efficiency", "per_s", "per_sec", "throughput", "tokens_per", "flops", "bandwidth")
+NEARBY_POINTS = 3  # an alert this close to a recorded one in the same series is the same change
+BISECT_MARGIN = 3  # the change is located within a few points: bisect this many points either side
+
+
+class PerfAlertsError(HarnessError):
+    """Bad detector settings."""
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of `metric` is an improvement (throughput, efficiency) rather than a
+    slowdown (every `*_secs` / `*_time` metric of the seed)."""
+    name = metric.lower()
+    return any(word in name for word in HIGHER_IS_BETTER)
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    """Identity of one metric series."""
+
+    model: str | None
+    metric: str
+    gpu_name: str | None
+    branch: str | None
+    config: str | None = None
+
+    @property
+    def stored_metric(self) -> str:
+        return f"{self.metric}@{self.config}" if self.config else self.metric
+
+
+@dataclass(frozen=True)
+class Point:
+    """One benchmarked commit of a series."""
+
+    commit: str
+    value: float
+    created_at: datetime
+    run_id: int | None
+
+
+@dataclass
+class Alert:
+    """A change point in one series."""
+
+    key: SeriesKey
+    index: int
+    commit_before: str | None
+    commit_after: str
+    value_before: float
+    value_after: float
+    change: float  # relative change of the mean, after vs before
+    p_value: float
+    direction: str  # "regression" | "improvement"
+    run_id: int | None
+    points: int
+    bisect_good: str | None = None  # widened by BISECT_MARGIN points: the estimate may be off a little
+    bisect_bad: str | None = None
+    new: bool = True
+
+    @property
+    def threshold(self) -> float:
+        """The value halfway between the regimes: a probe beyond it is on the bad side."""
+        return (self.value_before + self.value_after) / 2.0
+
+    def bisect_command(self, repo: str = ".") -> str:
+        good = self.bisect_good or self.commit_before or f"{self.commit_after}~1"
+        bad = self.bisect_bad or self.commit_after
+        return (f"harness bisect --repo {repo} --good {good} --bad {bad} "
+                f"--perf {self.key.metric} --threshold {self.threshold:.6g}")
+
+    def to_json(self, repo: str = ".") -> dict[str, Any]:
+        return {
+            "model": self.key.model, "metric": self.key.metric, "config": self.key.config,
+            "gpu": self.key.gpu_name, "branch": self.key.branch, "commit_before": self.commit_before,
+            "commit_after": self.commit_after, "value_before": self.value_before,
+            "value_after": self.value_after, "change": self.change, "p_value": self.p_value,
+            "direction": self.direction, "new": self.new, "points": self.points,
+            "bisect": self.bisect_command(repo) if self.direction == "regression" else None,
+        }
+
+
+@dataclass
+class PerfAlertsResult:
+    """What one analysis looked at and found."""
+
+    series: int = 0
+    points: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+
+    @property
+    def new_regressions(self) -> list[Alert]:
+        return [a for a in self.alerts if a.new and a.direction == "regression"]
+
+
+def _numeric(measurements: dict[str, Any]) -> Iterable[tuple[str, float]]:
+    for name, value in (measurements or {}).items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            yield name, float(value)
+        elif name == "roofline" and isinstance(value, dict):
+            for sub, v in value.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    yield f"roofline.{sub}", float(v)
+
+
+def load_series(store: Store, *, branch: str | None = None, gpu: str | None = None,
+                model: str | None = None, metrics: list[str] | None = None) -> dict[SeriesKey, list[Point]]:
+    """Every metric series in the store, one median point per commit, oldest commit first."""
+    b, m = Benchmark.__table__, ModelMeasurement.__table__
+    conds = [c for c in (b.c.branch == branch if branch else None, b.c.gpu_name == gpu if gpu else None,
+                         b.c.model == model if model else None) if c is not None]
+    query = (select(b.c.benchmark_id, b.c.branch, b.c.commit_id, b.c.gpu_name, b.c.model, b.c.config,
+                    b.c.created_at, b.c.run_id, m.c.measurements)
+             .join(m, m.c.benchmark_id == b.c.benchmark_id)
+             .where(and_(True, *conds)).order_by(b.c.created_at, b.c.benchmark_id))
+    raw: dict[SeriesKey, dict[str, list[Any]]] = defaultdict(dict)
+    with store.session() as session:
+        for row in session.execute(query):
+            commit = row.commit_id or f"benchmark-{row.benchmark_id}"
+            for metric, value in _numeric(row.measurements):
+                if metrics and metric not in metrics:
+                    continue
+                key = SeriesKey(row.model, metric, row.gpu_name, row.branch, row.config)
+                slot = raw[key].setdefault(commit, [[], row.created_at, row.run_id])
+                slot[0].append(value)
+                slot[2] = row.run_id if row.run_id is not None else slot[2]
+    return {key: [Point(c, statistics.median(v[0]), v[1], v[2]) for c, v in by_commit.items()]
+            for key, by_commit in raw.items()}
+
+
+def detect(key: SeriesKey, points: list[Point], detector: ChangeDetector) -> list[Alert]:
+    """Alerts for the change points of one series."""
+    alerts = []
+    for cp in detector.change_points([p.value for p in points]):
+        worse = cp.mean_after < cp.mean_before if higher_is_better(key.metric) else (
+            cp.mean_after > cp.mean_before)
+        after = points[cp.index]
+        alerts.append(Alert(
+            key=key, index=cp.index, commit_before=points[cp.index - 1].commit, commit_after=after.commit,
+            value_before=cp.mean_before, value_after=cp.mean_after, change=cp.forward_change,
+            p_value=cp.pvalue, direction="regression" if worse else "improvement", run_id=after.run_id,
+            points=len(points), bisect_good=points[max(0, cp.index - 1 - BISECT_MARGIN)].commit,
+            bisect_bad=points[min(len(points) - 1, cp.index + BISECT_MARGIN)].commit))
+    return alerts
+
+
+def _known(store: Store, key: SeriesKey) -> list[str]:
+    t = PerfAlert.__table__
+    cond = and_(t.c.metric == key.stored_metric,
+                *[(col.is_(None) if val is None else col == val)
+                  for col, val in ((t.c.model, key.model), (t.c.gpu_name, key.gpu_name),
+                                   (t.c.branch, key.branch))])
+    with store.session() as session:
+        return list(session.execute(select(t.c.commit_after).where(cond)).scalars())
+
+
+def _mark_known(store: Store, key: SeriesKey, points: list[Point], alerts: list[Alert]) -> None:
+    """Flag alerts already recorded: same commit, or within NEARBY_POINTS of a recorded one (a change
+    point may move by a point or two as more data arrives)."""
+    position = {p.commit: i for i, p in enumerate(points)}
+    recorded = [position[c] for c in _known(store, key) if c in position]
+    for alert in alerts:
+        alert.new = not any(abs(alert.index - r) <= NEARBY_POINTS for r in recorded)
+
+
+def record(store: Store, alerts: list[Alert]) -> int:
+    """Insert the new alerts into `perf_alerts`, in one transaction; returns how many."""
+    rows = [{
+        "metric": a.key.stored_metric, "model": a.key.model, "gpu_name": a.key.gpu_name,
+        "branch": a.key.branch, "commit_before": a.commit_before, "commit_after": a.commit_after,
+        "value_before": a.value_before, "value_after": a.value_after, "magnitude": a.change,
+        "p_value": a.p_value, "direction": a.direction, "run_id": a.run_id,
+    } for a in alerts if a.new]
+    if rows:
+        with store.session() as session:
+            session.execute(PerfAlert.__table__.insert(), rows)
+    return len(rows)
+
+
+def run_perf_alerts(store: Store, *, detector: ChangeDetector | None = None, branch: str | None = None,
+                    gpu: str | None = None, model: str | None = None, metrics: list[str] | None = None,
+                    save: bool = True) -> PerfAlertsResult:
+    """Analyse every matching series, mark alerts already known, and record the new ones."""
+    detector = detector or default_detector()
+    result = PerfAlertsResult()
+    series = load_series(store, branch=branch, gpu=gpu, model=model, metrics=metrics)
+    for key in sorted(series, key=lambda k: tuple(str(v) for v in (k.model, k.metric, k.config,
+                                                                      k.gpu_name, k.branch))):
+        points = series[key]
+        result.series += 1
+        result.points += len(points)
+        alerts = detect(key, points, detector)
+        _mark_known(store, key, points, alerts)
+        result.alerts.extend(alerts)
+    if save:
+        record(store, result.alerts)
+    return result
+
+
+def default_detector(window: int = 50, max_pvalue: float = 0.001, min_magnitude: float = 0.02) -> EDivisive:
+    """The detector `harness perf-alerts` uses (defaults measured in benchmarks/bench_changepoint.py)."""
+    if window < 4:
+        raise PerfAlertsError(f"--window {window} is too small: use at least 4 points (default 50)")
+    if not 0.0 < max_pvalue < 1.0:
+        raise PerfAlertsError(f"--max-pvalue {max_pvalue} must be between 0 and 1 (default 0.001)")
+    if min_magnitude < 0.0:
+        raise PerfAlertsError(f"--min-magnitude {min_magnitude} must be >= 0 (0.02 = 2 %)")
+    return EDivisive(window=window, max_pvalue=max_pvalue, min_magnitude=min_magnitude)
+
+
+def to_json(result: PerfAlertsResult, repo: str = ".") -> dict[str, Any]:
+    """The `harness perf-alerts --json` object."""
+    return {"series": result.series, "points": result.points,
+            "new_regressions": len(result.new_regressions),
+            "alerts": [a.to_json(repo) for a in result.alerts]}
+
+
+def summary_lines(result: PerfAlertsResult, repo: str = ".") -> list[str]:
+    """Human-readable lines: one per alert, and the bisect command of each new regression."""
+    lines = [f"analysed {result.series} series ({result.points} points): {len(result.alerts)} change "
+             f"point(s), {len(result.new_regressions)} new regression(s)"]
+    for a in result.alerts:
+        k = a.key
+        where = ", ".join(str(v) for v in (k.model, k.config, k.gpu_name, k.branch) if v)
+        lines.append(f"{'NEW ' if a.new else ''}{a.direction}: {k.metric} ({where}) {a.value_before:.4g} -> "
+                     f"{a.value_after:.4g} ({a.change:+.1%}, p={a.p_value:.2g}) at "
+                     f"{(a.commit_before or '?')[:10]}..{a.commit_after[:10]}")
+        if a.new and a.direction == "regression":
+            lines.append(f"  {a.bisect_command(repo)}")
+    return lines
