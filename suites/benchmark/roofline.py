@@ -8,6 +8,7 @@ for an honest measurement (a value above 1 means the accounting is wrong).
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,14 +57,8 @@ def measure_ceilings(
     copy_nbytes = copy_nbytes or (1 << 30 if cuda else 32 << 20)
     matmul_n = matmul_n or (8192 if cuda else 256)
     gen = torch.Generator(device=dev).manual_seed(0)
-    src = torch.randint(0, 255, (copy_nbytes,), dtype=torch.uint8, device=dev, generator=gen)
-    dst = torch.empty_like(src)
-    copy_t = sorted(time_repeats(lambda: dst.copy_(src), dev, repeats, warmup=2))
-    del src, dst
-    a = torch.randn(matmul_n, matmul_n, device=dev, dtype=dtype, generator=gen)
-    b = torch.randn(matmul_n, matmul_n, device=dev, dtype=dtype, generator=gen)
-    mm_t = sorted(time_repeats(lambda: torch.mm(a, b), dev, repeats, warmup=3))
-    del a, b
+    copy_s = _median_copy_s(dev, copy_nbytes, gen, repeats)
+    mm_s = _median_matmul_s(dev, matmul_n, dtype, gen, repeats)
     if cuda:
         torch.cuda.empty_cache()
         name = torch.cuda.get_device_name(dev)
@@ -71,12 +66,26 @@ def measure_ceilings(
         name = "cpu"
     return Ceilings(
         device_name=name,
-        copy_bytes_per_s=2 * copy_nbytes / copy_t[len(copy_t) // 2],
-        matmul_flops_per_s=2 * matmul_n**3 / mm_t[len(mm_t) // 2],
+        copy_bytes_per_s=2 * copy_nbytes / copy_s,
+        matmul_flops_per_s=2 * matmul_n**3 / mm_s,
         matmul_dtype=str(dtype).removeprefix("torch."),
         copy_nbytes=copy_nbytes,
         matmul_n=matmul_n,
     )
+
+
+def _median_copy_s(dev: torch.device, nbytes: int, gen: torch.Generator, repeats: int) -> float:
+    src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device=dev, generator=gen)
+    dst = torch.empty_like(src)
+    return statistics.median(time_repeats(lambda: dst.copy_(src), dev, repeats, warmup=2))
+
+
+def _median_matmul_s(
+    dev: torch.device, n: int, dtype: torch.dtype, gen: torch.Generator, repeats: int
+) -> float:
+    a = torch.randn(n, n, device=dev, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=dev, dtype=dtype, generator=gen)
+    return statistics.median(time_repeats(lambda: torch.mm(a, b), dev, repeats, warmup=3))
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,10 @@ def expected_distinct_experts(num_experts: int, top_k: int, tokens: int) -> floa
 
 
 def _is_expert(name: str, p: torch.Tensor, num_experts: int) -> bool:
-    return num_experts > 1 and p.dim() == 3 and p.shape[0] == num_experts
+    """Expert weights: under an ``experts`` container, or stacked (num_experts, ...) tensors."""
+    if num_experts <= 1:
+        return False
+    return ".experts." in f".{name}" or (p.dim() == 3 and p.shape[0] == num_experts)
 
 
 def model_cost(
@@ -120,9 +132,7 @@ def model_cost(
     kv_bytes_per_position: int = 0,
 ) -> ModelCost:
     """Walk ``model``'s parameters once; shared tensors (tied embeddings) count once."""
-    linear_weights = {
-        id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)
-    }
+    linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     embed_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     seen: set[int] = set()
     dense_bytes = expert_bytes = embed_row = dense_mm = expert_mm = 0

@@ -71,7 +71,9 @@ class EventTimer:
         return self._t1 - self._t0
 
 
-def time_repeats(fn: Callable[[], Any], device: torch.device | str, repeats: int, warmup: int = 1) -> list[float]:
+def time_repeats(
+    fn: Callable[[], Any], device: torch.device | str, repeats: int, warmup: int = 1
+) -> list[float]:
     """Seconds per call of ``fn`` for ``repeats`` timed calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
