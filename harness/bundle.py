@@ -12,7 +12,7 @@ import json
 import os
 import uuid as uuid_mod
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def short_message(text: str | None, limit: int = MESSAGE_LIMIT) -> str | None:
 
 
 def to_line(record: Record) -> str:
-    data = {"kind": _KIND_OF[type(record)], **asdict(record)}
+    data = {"kind": _KIND_OF[type(record)], **record.__dict__}  # flat dataclasses: no deep copy needed
     return json.dumps(data, ensure_ascii=False, default=str) + "\n"
 
 

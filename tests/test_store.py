@@ -45,6 +45,14 @@ def test_migrations_create_the_schema(store: Store) -> None:
     assert store.current_revision() == "0001"
 
 
+def test_schema_head_constant_matches_alembic() -> None:
+    from alembic.script import ScriptDirectory
+
+    from harness.store.db import SCHEMA_HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_HEAD
+
+
 def test_write_is_idempotent_and_round_trips_awkward_names(store: Store) -> None:
     first = write_records(store, _records())
     assert first.results == len(AWKWARD_IDS) + 1 and first.benchmarks == 1

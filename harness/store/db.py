@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from harness.config import DEFAULT_DB_URL
 from harness.errors import HarnessError
+from harness.store.revision import SCHEMA_HEAD
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -101,7 +102,7 @@ class Store:
         """Connect, and bring the schema to the latest migration unless told not to."""
         store = cls(StoreConfig.from_env(url))
         store.check_connection()
-        if upgrade:
+        if upgrade and store.current_revision() != SCHEMA_HEAD:
             store.upgrade()
         return store
 

@@ -1,7 +1,9 @@
 """Follow a growing results bundle into the store: the single, batched writer of a live run.
 
 `python -m harness.store.follow BUNDLE` is the sidecar the pytest plugin starts for a plain pytest
-session: it ingests new lines as they appear and exits after the last line once stdin closes.
+session: it ingests new lines as they appear and exits after the last line once stdin closes. It
+writes through the DBAPI fast path when the database is already migrated (no SQLAlchemy import, so
+it is ready before a short pytest session ends), else through the SQLAlchemy writer.
 `harness run` uses `BundleFollower` in a thread of its own process instead.
 """
 
@@ -13,41 +15,66 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.bundle import Record, from_dict
-from harness.store.db import Store
-from harness.store.writer import IngestStats, RecordWriter
+
+if TYPE_CHECKING:
+    from harness.store.db import Store
+    from harness.store.writer import IngestStats
 
 
-class BundleFollower:
-    """Reads complete new lines of a bundle and writes them in batches; remembers its offset."""
+class BundleTail:
+    """Complete new lines of a bundle since the last read (torn lines are skipped)."""
 
-    def __init__(self, store: Store, path: str | os.PathLike[str], batch_size: int = 500,
-                 on_record: Callable[[Record], None] | None = None) -> None:
-        self.store = store
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.batch_size = batch_size
         self.offset = 0
-        self.on_record = on_record
-        self.stats = IngestStats()
 
-    def poll(self) -> int:
-        """Ingest whatever complete lines were appended since the last call; returns how many."""
+    def read(self) -> tuple[list[Record], int]:
+        """New records and the offset just past them (call `commit(offset)` once they are handled)."""
         if not self.path.exists():
-            return 0
+            return [], self.offset
         with open(self.path, "rb") as fh:
             fh.seek(self.offset)
             chunk = fh.read()
         end = chunk.rfind(b"\n")
         if end < 0:
-            return 0
-        lines = chunk[: end + 1].splitlines()
+            return [], self.offset
         records: list[Record] = []
-        for raw in lines:
+        for raw in chunk[: end + 1].splitlines():
             try:
                 records.append(from_dict(json.loads(raw)))
             except (ValueError, TypeError, AttributeError):
-                continue  # a torn line from a killed writer
+                continue
+        return records, self.offset + end + 1
+
+    def commit(self, offset: int) -> None:
+        self.offset = offset
+
+
+class BundleFollower:
+    """Reads complete new lines of a bundle and writes them with the SQLAlchemy writer."""
+
+    def __init__(self, store: Store, path: str | os.PathLike[str], batch_size: int = 500,
+                 on_record: Callable[[Record], None] | None = None) -> None:
+        from harness.store.writer import IngestStats
+
+        self.store = store
+        self.tail = BundleTail(path)
+        self.batch_size = batch_size
+        self.on_record = on_record
+        self.stats: IngestStats = IngestStats()
+
+    @property
+    def offset(self) -> int:
+        return self.tail.offset
+
+    def poll(self) -> int:
+        """Ingest whatever complete lines were appended since the last call; returns how many."""
+        from harness.store.writer import RecordWriter
+
+        records, offset = self.tail.read()
         if records:
             with self.store.engine.connect() as conn:
                 writer = RecordWriter(conn, batch_size=self.batch_size)
@@ -57,7 +84,7 @@ class BundleFollower:
                 conn.commit()
             for key in ("runs", "results", "benchmarks", "records"):
                 setattr(self.stats, key, getattr(self.stats, key) + getattr(writer.stats, key))
-        self.offset += end + 1
+        self.tail.commit(offset)
         if self.on_record:
             for record in records:
                 self.on_record(record)
@@ -72,15 +99,46 @@ class BundleFollower:
             pass
 
 
+def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> None:
+    tail = BundleTail(path)
+    while True:
+        finishing = done.is_set()
+        records, offset = tail.read()
+        rest = writer.write(records) if records else []
+        if rest:  # benchmark records: the full writer (imports SQLAlchemy only when needed)
+            from harness.store.db import Store
+            from harness.store.writer import write_records
+
+            store = Store.open(url, upgrade=False)
+            write_records(store, rest)
+            store.dispose()
+        tail.commit(offset)
+        if finishing and not records:
+            return
+        if not records:
+            done.wait(0.02)
+
+
 def main(argv: list[str]) -> int:
     """Sidecar entry point: exit 0 when everything was stored, 1 (one line on stderr) otherwise."""
-    path = argv[0]
+    path, url = argv[0], os.environ.get("HARNESS_DB_URL") or ""
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     try:
-        store = Store.open(os.environ.get("HARNESS_DB_URL"))
-        BundleFollower(store, path).follow(done)
-    except Exception as exc:  # noqa: BLE001 - one line for the plugin to show, bundle keeps the data
+        from harness.store.fastpath import FastWriter, connect
+
+        conn = connect(url)
+        writer = FastWriter(*conn) if conn else None
+        if writer is not None and writer.at_head():
+            _follow_fast(writer, url, path, done)
+            writer.close()
+        else:
+            if writer is not None:
+                writer.close()
+            from harness.store.db import Store
+
+            BundleFollower(Store.open(url), path).follow(done)
+    except Exception as exc:  # noqa: BLE001 - one line for the plugin to show; the bundle keeps the data
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         print(f"{type(exc).__name__}: {first}", file=sys.stderr)
         done.wait()  # keep the pipe open until pytest is done, then report
@@ -89,4 +147,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown: pytest is waiting on us

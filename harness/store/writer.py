@@ -81,7 +81,7 @@ class RecordWriter:
             # Known run: fill in metadata that was missing (a bare row made by an early result).
             fill = {k: v for k, v in row.items() if v is not None and k not in ("uuid", "status")}
             existing = self.conn.execute(select(table).where(table.c.id == run_id)).mappings().one()
-            fill = {k: v for k, v in fill.items() if existing[k] in (None, 0) and k != "started_at"}
+            fill = {k: v for k, v in fill.items() if existing[k] in (None, 0) or k == "started_at"}
             if fill:
                 self.conn.execute(update(table).where(table.c.id == run_id).values(**fill))
         self._run_ids[uuid] = run_id

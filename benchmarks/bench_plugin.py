@@ -1,0 +1,68 @@
+"""Cost of the harness plugin: 400 trivial tests, plain pytest vs `--harness-db` (Postgres), side by side.
+
+Runs alternate (plain, plugin, plain, plugin, ...) so drift hits both equally; the figure is the
+ratio of medians. Usage: python benchmarks/bench_plugin.py [--runs 11] [--tests 400] [--db URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+
+def make_suite(root: Path, n: int) -> Path:
+    body = "import pytest\n\n@pytest.mark.parametrize('i', range(%d))\ndef test_trivial(i):\n    assert i >= 0\n" % n
+    path = root / "test_trivial.py"
+    path.write_text(body)
+    return path
+
+
+def timed(argv: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stdout + proc.stderr)
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--tests", type=int, default=400)
+    ap.add_argument("--db", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    args = ap.parse_args()
+    admin = create_engine(args.db, isolation_level="AUTOCOMMIT")
+    name = f"bench_plugin_{int(time.time())}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = args.db.rsplit("/", 1)[0] + "/" + name
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            make_suite(root, args.tests)
+            base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_trivial.py"]
+            timed(base + ["--harness-db", url], root)  # warm-up; migrates the database once
+            plain, plugin = [], []
+            for _ in range(args.runs):
+                plain.append(timed(base, root))
+                plugin.append(timed(base + ["--harness-db", url], root))
+            rows = create_engine(url).connect().execute(text("SELECT count(*) FROM test_results")).scalar()
+            assert rows == args.tests * (args.runs + 1), rows
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    mp, mg = statistics.median(plain), statistics.median(plugin)
+    print(f"tests={args.tests} runs={args.runs} plain median {mp:.3f}s  plugin->postgres median {mg:.3f}s  "
+          f"ratio {mg / mp:.3f}x  (rows checked: {rows})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The DBAPI fast writer agrees with the entities and with the SQLAlchemy writer, on both backends."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from harness.bundle import ResultRecord, RunEnd, RunRecord
+from harness.store import Store
+from harness.store.fastpath import RESULT_COLUMNS, RUN_COLUMNS, FastWriter, connect
+from harness.store.schema import Run, TestResult
+from harness.store.writer import write_records
+
+
+def test_column_lists_match_the_entities() -> None:
+    assert set(RUN_COLUMNS) == {c.name for c in Run.__table__.columns} - {"id"}
+    assert set(RESULT_COLUMNS) == {c.name for c in TestResult.__table__.columns} - {"id"}
+
+
+def _records(uuid: str) -> list:
+    return [
+        ResultRecord(run=uuid, nodeid="t.py::test_a[it's; DROP TABLE runs]", outcome="passed", duration_s=0.25),
+        ResultRecord(run=uuid, nodeid="t.py::test_ünï", outcome="failed", message="boom", worker="gw0"),
+        RunRecord(uuid=uuid, repo="/r", branch="main", commit_sha="b" * 40, gpu_count=2,
+                  started_at="2026-11-26T01:00:00+00:00"),
+        RunEnd(run=uuid, status="completed", finished_at="2026-11-26T01:01:00+00:00"),
+    ]
+
+
+def _snapshot(store: Store, uuid: str) -> tuple:
+    with store.session() as s:
+        run = s.scalars(select(Run).where(Run.uuid == uuid)).one()
+        results = sorted((r.nodeid, r.nodeid_hash, r.outcome, r.duration_s, r.message, r.worker)
+                         for r in s.scalars(select(TestResult).where(TestResult.run_id == run.id)))
+        return (run.repo, run.branch, run.commit_sha, run.gpu_count, run.status, run.started_at,
+                run.finished_at), results
+
+
+def test_fast_and_full_writers_store_the_same_rows(store: Store, db_url: str) -> None:
+    writer = FastWriter(*connect(db_url))
+    assert writer.at_head()
+    for _ in range(2):  # idempotent
+        assert writer.write(_records("fast")) == []
+    writer.close()
+    write_records(store, _records("full"))
+    fast, full = _snapshot(store, "fast"), _snapshot(store, "full")
+    assert fast == full
+    assert fast[0][4] == "completed" and len(fast[1]) == 2
+
+
+def test_fast_writer_declines_an_unmigrated_database(tmp_path) -> None:
+    writer = FastWriter(*connect(f"sqlite:///{tmp_path / 'empty.db'}"))
+    assert not writer.at_head()
+    writer.close()
