@@ -155,6 +155,86 @@ def perf_alerts_cmd(
     raise typer.Exit(1 if result.new_regressions else 0)
 
 
+@app.command("new-failures")
+def new_failures(
+    run: Annotated[int | None, typer.Option("--run", help="run id (default: latest completed run)")] = None,
+    baseline: Annotated[int | None, typer.Option(
+        "--baseline", help="baseline run id (default: previous completed run, same branch/runner group/suites)")] = None,
+    confirm: Annotated[bool, typer.Option("--confirm/--no-confirm", help="rerun candidates to filter flakes")] = False,
+    attempts: Annotated[int, typer.Option("--attempts", help="confirmation reruns per test")] = 3,
+    repo: Annotated[str | None, typer.Option("--repo", help="checkout to rerun in (default: runs.repo)")] = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> int:
+    """Failures of a run that passed in its baseline (exit 1 when there are new failures)."""
+    from harness.triage.command import new_failures_command, to_text
+
+    found = new_failures_command(run_id=run, baseline_id=baseline, confirm=confirm, attempts=attempts, repo=repo,
+                                 db=db)
+    print_json(found.to_json()) if json_out else typer.echo(to_text(found))
+    return 1 if found.new else 0
+
+
+@app.command("bisect")
+def bisect(
+    nodeids: Annotated[list[str] | None, typer.Argument(help="test node ids (as --tests)")] = None,
+    repo: Annotated[str | None, typer.Option("--repo", help="target git checkout (default: . or runs.repo)")] = None,
+    good: Annotated[str | None, typer.Option("--good", help="revision where the tests pass")] = None,
+    bad: Annotated[str | None, typer.Option("--bad", help="revision where they fail (default HEAD)")] = None,
+    tests: Annotated[list[str] | None, typer.Option("--tests", help="test node id (repeatable)")] = None,
+    run: Annotated[int | None, typer.Option("--run", help="bisect this stored run's new failures")] = None,
+    workers: Annotated[int, typer.Option("-j", "--workers", help="parallel probes (one worktree/GPU each)")] = 1,
+    retries: Annotated[int, typer.Option("--retries", help="attempts at good and bad to filter flakes")] = 3,
+    perf: Annotated[str | None, typer.Option("--perf", help="bisect a timing regression of METRIC "
+                                                "(duration, or a recorded metric)")] = None,
+    threshold: Annotated[str | None, typer.Option("--threshold", help="relative change, e.g. 0.1 or 10%")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="initial measurements per probe with --perf")] = 6,
+    first_parent: Annotated[bool, typer.Option("--first-parent/--no-first-parent")] = True,
+    probe_timeout: Annotated[float, typer.Option("--probe-timeout", help="seconds per probe")] = 1800.0,
+    store_results: Annotated[bool, typer.Option("--store/--no-store", help="write culprits to the store")] = True,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> int:
+    """Find the commit that broke each test (exit 1 when culprits are found)."""
+    from harness_bisect.command import bisect_command
+
+    result = bisect_command(
+        repo=repo, good=good, bad=bad, tests=[*(tests or []), *(nodeids or [])], run_id=run, db=db,
+        store_results=store_results, progress=None if json_out else (lambda line: typer.echo(line, err=True)),
+        workers=workers, retries=retries, perf_metric=perf, threshold=threshold, samples=samples,
+        first_parent=first_parent, probe_timeout_s=probe_timeout)
+    print_json(result.to_json()) if json_out else typer.echo(result.to_text())
+    return 1 if result.culprits else 0
+
+
+notify_app = typer.Typer(no_args_is_help=True, help="Post run reports.")
+app.add_typer(notify_app, name="notify")
+
+
+@notify_app.command("slack")
+def notify_slack_cmd(
+    run: Annotated[int | None, typer.Option("--run", help="run id (default: the latest run)")] = None,
+    channel: Annotated[str | None, typer.Option("--channel", help="channel (default: SLACK_CHANNEL)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the payload JSON, post nothing")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="keep the payload here (default "
+                                            ".harness/reports/slack-run-ID.json)")] = None,
+    users: Annotated[str | None, typer.Option("--users", help="TOML/JSON map of git emails / GitHub logins "
+                                              "to Slack user ids (default: SLACK_USERS_FILE)")] = None,
+    db: DbOption = None,
+) -> None:
+    """Post the run's report to Slack; if Slack is down, keep it as a file and still exit 0."""
+    from harness.config import resolve_db_url
+    from harness.report.slack import SlackConfig, notify_slack, outcome_line
+    from harness.store import Store
+
+    result = notify_slack(Store.open(resolve_db_url(db)), SlackConfig.from_env(channel, users), run_id=run,
+                          out=out, dry_run=dry_run)
+    if dry_run:
+        print_json(result.payload)
+    else:
+        typer.echo(outcome_line(result), err=not result.delivered)
+
+
 # ---- verbs are added above this line -------------------------------------------------------------
 
 

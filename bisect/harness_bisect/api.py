@@ -1,0 +1,200 @@
+"""Bisect of tests between two revisions: `prepare` (validate), `execute` (search), or both: `run_bisect`.
+
+Order of work: validate everything (one-line BisectError, nothing written), make the worktree pool,
+verify the endpoints (flake-aware, or perf sampling), run the k-ary search, describe the culprits,
+store them. Worktrees are removed on the way out, also on SIGINT/SIGTERM; after a SIGKILL the next
+bisect of the same repository removes them.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from harness_bisect.executor import Executor, ProbeRequest, Progress
+from harness_bisect.gitops import BisectError, commit_info, commit_range, open_repo, validate_range
+from harness_bisect.perf import NONE, REGRESSION, PerfOracle, Threshold, parse_threshold
+from harness_bisect.probe import ProbeConfig, ProbeRunner, detect_gpus, kill_live
+from harness_bisect.report import BisectResult, CulpritReport, FlakyReport
+from harness_bisect.search import Scheduler
+from harness_bisect.verify import FailOracle, verify_endpoints
+from harness_bisect.worktrees import WorktreePool, cache_root
+
+
+@dataclass
+class BisectRequest:
+    """What to bisect and how. `threshold` ("0.25": a metric value; "10%": a relative change) is required
+    with `perf_metric`."""
+
+    repo: str | Path
+    good: str
+    bad: str
+    tests: list[str]
+    workers: int = 1
+    retries: int = 3
+    first_parent: bool = True
+    perf_metric: str | None = None
+    threshold: float | str | Threshold | None = None
+    samples: int = 6
+    probe_timeout_s: float = 1800.0
+    install: str | None = None
+    cache_dir: str | Path | None = None
+    gpus: list[str] | None = field(default=None)
+
+
+def _validate(req: BisectRequest) -> list[str]:
+    tests = list(dict.fromkeys(t.strip() for t in req.tests if t and t.strip()))
+    if not tests:
+        raise BisectError("no tests to bisect: pass --tests NODEID (repeatable) or --run ID")
+    if req.workers < 1:
+        raise BisectError(f"--workers must be at least 1, got {req.workers}")
+    if req.retries < 1:
+        raise BisectError(f"--retries must be at least 1, got {req.retries}")
+    if req.perf_metric is not None:
+        if req.threshold is None:
+            raise BisectError("--perf needs --threshold X (a metric value such as 0.25, or a change such as 10%)")
+        try:
+            if not isinstance(req.threshold, Threshold):
+                req.threshold = parse_threshold(req.threshold)
+        except ValueError as exc:
+            raise BisectError(f"bad --threshold: {exc}") from None
+    elif req.threshold is not None:
+        raise BisectError("--threshold only applies with --perf METRIC")
+    return tests
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit (so worktrees are cleaned) and kill probes on the way out."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if main:
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except BaseException:
+        kill_live()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _search(executor: Executor, scheduler: Scheduler, oracle: FailOracle | PerfOracle,
+            positions: list[str]) -> None:
+    limit = 4 * scheduler.target_rounds + 64
+    while (plan := scheduler.next_round()) and limit > 0:
+        limit -= 1
+        requests = [ProbeRequest(p, positions[p], tuple(sorted(tests)),
+                                 max(oracle.repeat(t, p) for t in tests)) for p, tests in sorted(plan.items())]
+        results = executor.run_round(requests)
+        for req, res in results.items():
+            for test in req.tests:
+                scheduler.record(test, req.position, oracle.judge(test, req.position, res.attempts[test]))
+
+
+def _verify_perf(executor: Executor, oracle: PerfOracle, positions: list[str], tests: list[str]) -> tuple[
+        list[str], list[str]]:
+    """Sample both endpoints until each test is a regression or not; (regressed, not_reproduced)."""
+    bad = len(positions) - 1
+    open_tests, regressed, steady = list(tests), [], []
+    while open_tests:
+        reqs = [ProbeRequest(pos, positions[pos], tuple(open_tests),
+                             max(oracle.repeat(t, pos) for t in open_tests)) for pos in (bad, 0)]
+        for req, res in executor.run_round(reqs).items():
+            for t in req.tests:
+                oracle.add(t, req.position, res.attempts[t])
+        still = []
+        for t in open_tests:
+            verdict = oracle.verify(t)
+            (regressed if verdict == REGRESSION else steady if verdict == NONE else still).append(t)
+        open_tests = still
+    return regressed, steady
+
+
+@dataclass
+class Plan:
+    """A validated request: its tests and the commit at every position (0 = good, last = bad)."""
+
+    req: BisectRequest
+    tests: list[str]
+    repo: git.Repo
+    positions: list[str]
+
+
+def prepare(req: BisectRequest) -> Plan:
+    """Validate the request (one-line BisectError on bad input) and list the commit range."""
+    tests = _validate(req)
+    repo = open_repo(req.repo)
+    good, bad = validate_range(repo, req.good, req.bad)
+    commits = commit_range(repo, good, bad, req.first_parent)
+    if not commits or commits[-1] != bad:
+        raise BisectError(f"no first-parent path from {req.bad} back to {req.good}: "
+                          "pass --no-first-parent or a good revision on bad's first-parent line")
+    return Plan(req=req, tests=tests, repo=repo, positions=[good, *commits])
+
+
+def execute(plan: Plan, progress: Progress | None = None) -> BisectResult:
+    """Verify the endpoints, search, and describe the culprits of a prepared bisect."""
+    started = time.perf_counter()
+    req, positions = plan.req, plan.positions
+    cache = cache_root(req.cache_dir)
+    config = ProbeConfig(timeout_s=req.probe_timeout_s, metric=None if req.perf_metric in (None, "duration")
+                         else req.perf_metric, install=req.install,
+                         gpus=req.gpus if req.gpus is not None else detect_gpus())
+    result = BisectResult(good=positions[0], bad=positions[-1], commits_in_range=len(positions) - 1,
+                          workers=req.workers, method="perf" if req.perf_metric else "bisect")
+    with _interruptible(), WorktreePool(plan.repo, req.workers, cache, start=positions[-1]) as pool:
+        executor = Executor(pool, ProbeRunner(config, cache), progress)
+        try:
+            scheduler, oracle = _verify_and_plan(executor, req, positions, plan.tests, result)
+            _search(executor, scheduler, oracle, positions)
+        finally:
+            executor.close()
+    _describe(plan.repo, result, scheduler, positions)
+    result.probes, result.rounds = executor.invocations, executor.rounds
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def run_bisect(req: BisectRequest, progress: Progress | None = None) -> BisectResult:
+    """Find the commit that broke each test (or moved its metric) between `req.good` and `req.bad`."""
+    return execute(prepare(req), progress)
+
+
+def _verify_and_plan(executor: Executor, req: BisectRequest, positions: list[str], tests: list[str],
+                     result: BisectResult) -> tuple[Scheduler, FailOracle | PerfOracle]:
+    n = len(positions) - 1
+    if req.perf_metric:
+        oracle: FailOracle | PerfOracle = PerfOracle(req.perf_metric, req.threshold, n, req.samples)  # type: ignore[arg-type]
+        regressed, steady = _verify_perf(executor, oracle, positions, tests)
+        result.not_reproduced = steady
+        return Scheduler(regressed, n, req.workers), oracle
+    check = verify_endpoints(executor, positions[0], positions[-1], n, tests, req.retries)
+    result.flaky = [FlakyReport(f.test, f.failures, f.attempts) for f in check.flaky]
+    result.not_reproduced = check.not_reproduced
+    return Scheduler(check.candidates, n, req.workers), FailOracle(check.collect_fails)
+
+
+def _describe(repo: git.Repo, result: BisectResult, scheduler: Scheduler, positions: list[str]) -> None:
+    by_range: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    for test, rng in scheduler.resolutions().items():
+        by_range[tuple(rng)].append(test)
+    for rng, tests in sorted(by_range.items(), key=lambda kv: kv[0][-1]):
+        info = commit_info(repo, positions[rng[-1]])
+        result.culprits.append(CulpritReport(commit=info.sha, author=info.author, email=info.email,
+                                             subject=info.subject, pr=info.pr, tests=sorted(tests),
+                                             range=[positions[p] for p in rng]))
+    result.skipped_commits = [positions[p] for p in sorted(scheduler.skipped())]

@@ -1,0 +1,69 @@
+"""Runs a round of probes on the worktree pool, one worker thread per worktree, and counts the work."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from harness_bisect.probe import ProbeResult, ProbeRunner
+from harness_bisect.worktrees import Worktree, WorktreePool
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """Run `tests` at the commit of `position`, each `repeat` times."""
+
+    position: int
+    commit: str
+    tests: tuple[str, ...]
+    repeat: int = 1
+
+
+Progress = Callable[[str], None]
+
+
+class Executor:
+    """Parallel probe execution: a round's probes share the pool's worktrees (and GPUs)."""
+
+    def __init__(self, pool: WorktreePool, runner: ProbeRunner, progress: Progress | None = None) -> None:
+        self.runner = runner
+        self.progress = progress
+        self.free: queue.Queue[Worktree] = queue.Queue()
+        for tree in pool.trees:
+            self.free.put(tree)
+        self.threads = ThreadPoolExecutor(max_workers=len(pool.trees), thread_name_prefix="hb-probe")
+        self.invocations = 0
+        self.rounds = 0
+        self.probe_wall_s = 0.0
+        self._lock = threading.Lock()
+
+    def _one(self, req: ProbeRequest) -> ProbeResult:
+        tree = self.free.get()
+        try:
+            result = self.runner.run(tree, req.commit, list(req.tests), req.repeat)
+        finally:
+            self.free.put(tree)
+        with self._lock:
+            self.invocations += int(result.invoked)
+            self.probe_wall_s += result.wall_s
+        if self.progress:
+            note = f" skip: {result.skip_reason}" if result.skip_reason else ""
+            self.progress(f"  probe #{req.position} {req.commit[:10]} x{req.repeat} "
+                          f"({len(req.tests)} tests, {result.wall_s:.1f}s){note}")
+        return result
+
+    def run_round(self, requests: list[ProbeRequest]) -> dict[ProbeRequest, ProbeResult]:
+        """Run every request (in parallel up to the pool size); one sequential round."""
+        if not requests:
+            return {}
+        self.rounds += 1
+        if self.progress:
+            self.progress(f"round {self.rounds}: {len(requests)} probe(s)")
+        futures = {req: self.threads.submit(self._one, req) for req in requests}
+        return {req: fut.result() for req, fut in futures.items()}
+
+    def close(self) -> None:
+        self.threads.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,314 @@
+"""One probe: a commit checked out in a worktree, installed if the target says how, and the selected tests
+run in ONE pytest process whose per-test outcomes are read back.
+
+Per test and attempt the status is ``pass`` (passed, skipped, xfail, or not collected at that commit: a
+test that does not exist cannot fail), ``fail`` (failed, error, xpass, crashed, timeout) or ``skip``
+(the test could not run there: its module failed to collect, the install failed, pytest could not
+start). Probes run with the worktree first on PYTHONPATH, bytecode writing off (a checkout can keep a
+file's size and mtime second, which would let a stale .pyc win) and xdist off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness_bisect.worktrees import Worktree, venv_path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = None  # type: ignore[assignment]
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+PASSING = ("passed", "skipped", "xfail", "absent")
+PLUGIN_MODULE = "_harness_bisect_probe"
+
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@dataclass
+class Attempt:
+    """One run of one test at one commit."""
+
+    status: str
+    outcome: str
+    duration_s: float = 0.0
+    metric: float | None = None
+    message: str | None = None
+
+
+@dataclass
+class ProbeResult:
+    """Per-test attempts of one probe; `invoked` tells whether pytest actually ran."""
+
+    commit: str
+    attempts: dict[str, list[Attempt]] = field(default_factory=dict)
+    invoked: bool = False
+    skip_reason: str | None = None
+    wall_s: float = 0.0
+
+
+@dataclass
+class ProbeConfig:
+    """How probes run: per-probe timeout, metric to log, install override, GPUs to spread workers over."""
+
+    timeout_s: float = 1800.0
+    metric: str | None = None
+    install: str | None = None
+    gpus: list[str] = field(default_factory=list)
+    python: str = sys.executable
+
+
+def detect_gpus() -> list[str]:
+    """GPU ids to give one per worker: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`, else none."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(ln for ln in out.splitlines() if ln.startswith("GPU "))]
+
+
+def install_command(root: Path) -> str | None:
+    """`[tool.harness] install` of the target's pyproject.toml (or `install` in harness.toml), if any."""
+    if tomllib is None:
+        return None
+    for name in ("pyproject.toml", "harness.toml"):
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        section = data.get("tool", {}).get("harness", {}) if name == "pyproject.toml" else data
+        cmd = section.get("install") if isinstance(section, dict) else None
+        if isinstance(cmd, str) and cmd.strip():
+            return cmd.strip()
+    return None
+
+
+def plugin_dir(cache: Path) -> Path:
+    """A folder holding the probe plugin under a private module name (it cannot be shadowed by a target)."""
+    source = (Path(__file__).parent / "probe_plugin.py").read_bytes()
+    folder = cache / "plugin" / hashlib.sha1(source).hexdigest()[:12]
+    target = folder / f"{PLUGIN_MODULE}.py"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_bytes(source)
+        tmp.replace(target)
+    return folder
+
+
+def kill_live() -> None:
+    """Kill every probe process still running (used when the bisect is interrupted)."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _tail(path: Path, limit: int = 300) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
+    return (errors[0] if errors else (lines[-1] if lines else "no output"))[:limit]
+
+
+def _run(cmd: list[str] | str, cwd: Path, env: dict[str, str], log: Path, timeout: float) -> tuple[int, bool]:
+    """Run in its own process group, output to `log`; (returncode, timed_out)."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, shell=isinstance(cmd, str))
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
+        try:
+            return proc.wait(timeout=timeout), False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait(), True
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
+
+
+class ProbeRunner:
+    """Runs probes in worktrees; thread-safe as long as each worktree is used by one thread at a time."""
+
+    def __init__(self, config: ProbeConfig, cache: Path) -> None:
+        self.config = config
+        self.plugin_dir = plugin_dir(cache)
+        self.xdist = importlib.util.find_spec("xdist") is not None
+
+    def env_for(self, tree: Worktree) -> dict[str, str]:
+        env = dict(os.environ)
+        paths = [str(tree.path), str(self.plugin_dir)]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("HARNESS_DB_URL", None)  # probes must not record themselves as runs
+        if self.config.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[tree.index % len(self.config.gpus)]
+        venv = tree.data.get("venv")
+        if venv:
+            env["VIRTUAL_ENV"] = str(venv)
+            env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def _ensure_venv(self, tree: Worktree) -> Path:
+        """A private venv for this worktree that sees the harness interpreter's packages after its own."""
+        venv = venv_path(tree.path)
+        if not (venv / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                           capture_output=True)
+            sites = sorted((venv / "lib").glob("python*/site-packages"))
+            parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
+            sites[0].joinpath("_harness_parent.pth").write_text(
+                "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in parents) + "\n")
+            shim = venv / "bin" / "pip"
+            shim.write_text(f'#!/bin/sh\nexec "{venv / "bin" / "python"}" -m pip "$@"\n')
+            shim.chmod(0o755)
+        tree.data["venv"] = venv
+        return venv
+
+    def _prepare(self, tree: Worktree, commit: str, log: Path) -> str | None:
+        """Check out and install `commit`; the reason it cannot run, or None."""
+        if tree.current == commit and tree.installed in (commit, "none"):
+            return None
+        tree.checkout(commit)
+        tree.installed = None
+        cmd = self.config.install or install_command(tree.path)
+        if not cmd:
+            tree.installed = "none"
+            return None
+        venv = self._ensure_venv(tree)
+        env = self.env_for(tree)
+        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        rc, timed_out = _run(cmd, tree.path, env, log, self.config.timeout_s)
+        if rc != 0 or timed_out:
+            return f"install failed ({'timeout' if timed_out else f'exit {rc}'}): {_tail(log)}"
+        tree.installed = commit
+        return None
+
+    def command(self, files: list[str], select: Path, out: Path, repeat: int, tree: Worktree) -> list[str]:
+        python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
+        cmd = [python, "-m", "pytest", "-p", PLUGIN_MODULE, "-p", "no:harness", "-p", "no:cacheprovider",
+               "--hb-select", str(select), "--hb-out", str(out), "--hb-repeat", str(repeat),
+               "--continue-on-collection-errors", "-q", "--no-header", "-rN"]
+        if self.config.metric:
+            cmd += ["--hb-metric", self.config.metric]
+        if self.xdist:
+            cmd += ["-n", "0"]
+        return [*cmd, *files]
+
+    def run(self, tree: Worktree, commit: str, tests: list[str], repeat: int = 1) -> ProbeResult:
+        """Probe `tests` at `commit` in `tree`, each `repeat` times in one pytest process."""
+        started = time.perf_counter()
+        result = ProbeResult(commit=commit)
+        with tempfile.TemporaryDirectory(prefix="hb-probe-") as tmp:
+            log = Path(tmp) / "log.txt"
+            reason = self._prepare(tree, commit, log)
+            if reason is not None:
+                result.skip_reason = reason
+                result.attempts = {t: [Attempt(SKIP, "not_run", message=reason)] * repeat for t in tests}
+                result.wall_s = time.perf_counter() - started
+                return result
+            present = {t for t in tests if (tree.path / t.split("::", 1)[0]).exists()}
+            for t in tests:
+                if t not in present:
+                    result.attempts[t] = [Attempt(PASS, "absent")] * repeat
+            files = sorted({t.split("::", 1)[0] for t in present})
+            if files:
+                select, out = Path(tmp) / "select.json", Path(tmp) / "events.jsonl"
+                select.write_text(json.dumps(sorted(present)))
+                rc, timed_out = _run(self.command(files, select, out, repeat, tree), tree.path,
+                                     self.env_for(tree), log, self.config.timeout_s)
+                result.invoked = True
+                parsed = parse_events(out, sorted(present), repeat, timed_out)
+                if parsed is None:
+                    result.skip_reason = f"pytest could not run (exit {rc}): {_tail(log)}"
+                    parsed = {t: [Attempt(SKIP, "not_run", message=result.skip_reason)] * repeat
+                              for t in present}
+                result.attempts.update(parsed)
+        result.wall_s = time.perf_counter() - started
+        return result
+
+
+def _covered(test: str, prefix: str) -> bool:
+    return prefix == "" or test == prefix or test.startswith(prefix + "::") or test.startswith(prefix + "/")
+
+
+def parse_events(path: Path, tests: list[str], repeat: int, timed_out: bool) -> dict[str, list[Attempt]] | None:
+    """Per-test attempts from a probe's event log; None when pytest never finished collecting."""
+    collected: set[str] | None = None
+    errors: list[tuple[str, str | None]] = []
+    results: dict[tuple[str, int], dict] = {}
+    started: set[tuple[str, int]] = set()
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # torn last line of a killed process
+        kind = ev.get("kind")
+        if kind == "collected":
+            collected = set(ev["nodeids"])
+        elif kind == "collect_error":
+            errors.append((ev.get("nodeid") or "", ev.get("message")))
+        elif kind == "start":
+            started.add((ev["nodeid"], ev["attempt"]))
+        elif kind == "result":
+            results[(ev["nodeid"], ev["attempt"])] = ev
+    if collected is None:
+        return None
+    out: dict[str, list[Attempt]] = {}
+    for test in tests:
+        if test not in collected:
+            err = next((msg for prefix, msg in errors if _covered(test, prefix)), None)
+            if err is not None or any(_covered(test, p) for p, _ in errors):
+                out[test] = [Attempt(SKIP, "collect_error", message=err)] * repeat
+            else:
+                out[test] = [Attempt(PASS, "absent")] * repeat
+            continue
+        attempts = []
+        for n in range(1, repeat + 1):
+            ev = results.get((test, n))
+            if ev is not None:
+                outcome = ev.get("outcome") or "failed"
+                attempts.append(Attempt(PASS if outcome in PASSING else FAIL, outcome,
+                                        float(ev.get("duration_s") or 0.0), ev.get("metric"), ev.get("message")))
+            elif (test, n) in started:
+                outcome = "timeout" if timed_out else "crashed"
+                attempts.append(Attempt(FAIL, outcome, message=f"probe process {outcome} in this test"))
+            else:
+                attempts.append(Attempt(SKIP, "not_run", message="probe process ended before this test"))
+        out[test] = attempts
+    return out

@@ -1,0 +1,144 @@
+"""pytest plugin loaded into every bisect probe: runs only the selected tests and logs each attempt.
+
+Standard library and pytest only: it runs inside the target's checkout at an arbitrary commit, where a
+`harness` package may be another version or absent, so it is copied under a private module name and
+depends on nothing of ours.
+
+Options: ``--hb-select FILE`` (JSON list of node ids; every other collected item is deselected, and a
+selected id that is not collected simply does not appear), ``--hb-out FILE`` (JSONL events),
+``--hb-repeat N`` (run each selected test N times in this process) and ``--hb-metric NAME`` (also log
+this user property, or this key of a ``harness_benchmark`` property's measurements, per attempt).
+
+Events, one JSON object per line, flushed as written: ``collect_error`` (nodeid, message),
+``collected`` (nodeids), ``start`` (nodeid, attempt), ``result`` (nodeid, attempt, outcome, duration_s,
+message, metric) and ``done`` (exitstatus). A ``start`` without its ``result`` means the process died.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+FAILING = ("failed", "error", "crashed", "timeout", "xpass")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness-bisect-probe")
+    group.addoption("--hb-select", default=None)
+    group.addoption("--hb-out", default=None)
+    group.addoption("--hb-repeat", type=int, default=1)
+    group.addoption("--hb-metric", default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("hb_out") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ProbeLog(config), "hb-probe-log")
+
+
+def _message(report: Any) -> str | None:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return str(crash.message)[:500]
+    text = getattr(report, "longreprtext", "") or ""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else None
+
+
+def outcome_of(reports: list[Any]) -> tuple[str, str | None, float]:
+    """Outcome (harness vocabulary), message and call duration of one attempt's phase reports."""
+    outcome, message, duration = "passed", None, 0.0
+    for rep in reports:
+        xfail = hasattr(rep, "wasxfail")
+        if rep.when == "call":
+            duration = float(rep.duration)
+        if rep.when in ("setup", "call"):
+            if rep.failed:
+                if rep.when == "call" and xfail:
+                    return "xpass", _message(rep), duration
+                return ("failed" if rep.when == "call" else "error"), _message(rep), duration
+            if rep.skipped:
+                outcome, message = ("xfail" if xfail else "skipped"), _message(rep)
+            elif rep.when == "call" and xfail:
+                outcome = "xpass"
+        elif rep.when == "teardown" and rep.failed and outcome not in FAILING:
+            return "error", _message(rep), duration
+    return outcome, message, duration
+
+
+def _metric(props: list[tuple[str, Any]], name: str | None) -> float | None:
+    if not name:
+        return None
+    found: Any = None
+    for key, value in props:
+        if key == name:
+            found = value
+        elif key == "harness_benchmark" and isinstance(value, dict):
+            measured = value.get("measurements") or {}
+            node: Any = measured
+            for part in name.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None:
+                found = node
+    try:
+        return float(found) if found is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class ProbeLog:
+    """Selects the probe's tests, repeats them, and logs events to the JSONL file."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        select = config.getoption("hb_select")
+        self.selected: set[str] | None = None
+        if select:
+            with open(select, encoding="utf-8") as fh:
+                self.selected = set(json.load(fh))
+        self.repeat = max(1, int(config.getoption("hb_repeat")))
+        self.metric = config.getoption("hb_metric")
+        self.fh = open(config.getoption("hb_out"), "a", encoding="utf-8")  # noqa: SIM115
+
+    def emit(self, **event: Any) -> None:
+        self.fh.write(json.dumps(event, default=str) + "\n")
+        self.fh.flush()  # the OS keeps it if this process dies next
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.emit(kind="collect_error", nodeid=report.nodeid, message=_message(report))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if self.selected is not None:
+            keep = [it for it in items if it.nodeid in self.selected]
+            dropped = [it for it in items if it.nodeid not in self.selected]
+            if dropped:
+                config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+        self.emit(kind="collected", nodeids=[it.nodeid for it in items])
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        for attempt in range(1, self.repeat + 1):
+            last = attempt == self.repeat
+            item.user_properties = []
+            self.emit(kind="start", nodeid=item.nodeid, attempt=attempt)
+            reports = runtestprotocol(item, nextitem=nextitem if last else item, log=False)
+            for rep in reports:
+                item.ihook.pytest_runtest_logreport(report=rep)
+            outcome, message, duration = outcome_of(reports)
+            props = [p for rep in reports for p in rep.user_properties]
+            self.emit(kind="result", nodeid=item.nodeid, attempt=attempt, outcome=outcome,
+                      duration_s=duration, message=message, metric=_metric(props, self.metric))
+            if not last:
+                item._initrequest()  # fresh fixture request for the next attempt
+        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.emit(kind="done", exitstatus=int(exitstatus))
+        self.fh.close()

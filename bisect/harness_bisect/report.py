@@ -1,0 +1,105 @@
+"""The bisect result: the `--json` object of DESIGN.md, a short text report, and culprit rows in the store."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import delete
+
+from harness.store import Store
+from harness.store.schema import Culprit, nodeid_hash, utcnow
+
+
+@dataclass
+class CulpritReport:
+    """A commit blamed for some tests; `range` lists every candidate when skipped commits hide which."""
+
+    commit: str
+    author: str
+    email: str
+    subject: str
+    pr: int | None
+    tests: list[str]
+    range: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FlakyReport:
+    test: str
+    failures: int
+    attempts: int
+
+
+@dataclass
+class BisectResult:
+    """Everything a bisect found, plus the work it took."""
+
+    good: str
+    bad: str
+    commits_in_range: int
+    probes: int = 0
+    rounds: int = 0
+    culprits: list[CulpritReport] = field(default_factory=list)
+    flaky: list[FlakyReport] = field(default_factory=list)
+    not_reproduced: list[str] = field(default_factory=list)
+    skipped_commits: list[str] = field(default_factory=list)
+    method: str = "bisect"
+    workers: int = 1
+    wall_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The DESIGN.md object (plus `range` per culprit, `method`, `workers` and `wall_s`)."""
+        return {
+            "good": self.good, "bad": self.bad, "commits_in_range": self.commits_in_range,
+            "probes": self.probes, "rounds": self.rounds,
+            "culprits": [asdict(c) for c in self.culprits],
+            "flaky": [asdict(f) for f in self.flaky],
+            "not_reproduced": list(self.not_reproduced),
+            "skipped_commits": list(self.skipped_commits),
+            "method": self.method, "workers": self.workers, "wall_s": round(self.wall_s, 3),
+        }
+
+    def to_text(self) -> str:
+        lines = [f"bisected {self.good[:12]}..{self.bad[:12]}: {self.commits_in_range} commits, "
+                 f"{self.probes} pytest invocations in {self.rounds} rounds ({self.wall_s:.1f}s)"]
+        for c in self.culprits:
+            pr = f" (PR #{c.pr})" if c.pr else ""
+            lines.append(f"culprit {c.commit[:12]}{pr} {c.subject!r} by {c.author} <{c.email}>")
+            if len(c.range) > 1:
+                lines.append(f"  ambiguous: one of {len(c.range)} commits (skipped ones could not run): "
+                             + " ".join(s[:12] for s in c.range))
+            lines.extend(f"  {t}" for t in c.tests)
+        for f in self.flaky:
+            lines.append(f"flaky (not blamed): {f.test} failed {f.failures}/{f.attempts}")
+        for t in self.not_reproduced:
+            lines.append(f"not reproduced: {t}")
+        if self.skipped_commits:
+            lines.append("skipped (could not run): " + " ".join(s[:12] for s in self.skipped_commits))
+        if not self.culprits:
+            lines.append("no culprit found")
+        return "\n".join(lines)
+
+
+def store_culprits(store: Store, result: BisectResult, run_id: int | None = None) -> int:
+    """Write one `culprits` row per blamed test, replacing earlier rows of the same bisect; rows written."""
+    rows = []
+    now = utcnow()
+    for c in result.culprits:
+        for test in c.tests:
+            rows.append(Culprit(
+                run_id=run_id, nodeid=test, nodeid_hash=nodeid_hash(test), commit_sha=c.commit,
+                author=c.author, email=c.email, subject=c.subject, pr=c.pr, good_sha=result.good,
+                bad_sha=result.bad, method=result.method, confidence=1.0 / max(1, len(c.range)),
+                created_at=now))
+    if not rows:
+        return 0
+    with store.session() as s:
+        for row in rows:
+            same = delete(Culprit).where(Culprit.nodeid_hash == row.nodeid_hash, Culprit.method == row.method,
+                                         Culprit.good_sha == row.good_sha, Culprit.bad_sha == row.bad_sha)
+            if run_id is not None:
+                same = same.where(Culprit.run_id == run_id)
+            s.execute(same)
+        s.add_all(rows)
+    return len(rows)

@@ -1,0 +1,93 @@
+"""Flake-aware endpoint verification and the pass/fail oracle of a test-failure bisect.
+
+Before any search, each test runs `retries` times at `bad` and at `good` (one batched pytest process per
+endpoint, in one round). Consistently failing at bad and passing at good: bisect it. Passing at bad
+(or failing at both ends: the breakage predates good): `not_reproduced`. Anything mixed: `flaky`,
+never blamed. A test whose module cannot even be collected at bad failed by that collection error,
+so for it a collection error counts as a failure everywhere; other skips stay skips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness_bisect.executor import Executor, ProbeRequest
+from harness_bisect.probe import FAIL, PASS, SKIP, Attempt
+from harness_bisect.search import FAIL as V_FAIL
+from harness_bisect.search import PASS as V_PASS
+from harness_bisect.search import SKIP as V_SKIP
+
+
+@dataclass
+class FlakyTest:
+    """A test with mixed outcomes at a fixed commit."""
+
+    test: str
+    failures: int
+    attempts: int
+
+
+@dataclass
+class Verification:
+    """Which tests to bisect, and which not (flaky, not reproduced)."""
+
+    candidates: list[str] = field(default_factory=list)
+    flaky: list[FlakyTest] = field(default_factory=list)
+    not_reproduced: list[str] = field(default_factory=list)
+    collect_fails: set[str] = field(default_factory=set)
+
+
+def _fails(attempts: list[Attempt], collect_fails: bool) -> int:
+    """Failed attempts; a collection error counts only for tests that fail that way at bad."""
+    return sum(1 for a in attempts
+               if a.status == FAIL or (collect_fails and a.status == SKIP and a.outcome == "collect_error"))
+
+
+def classify(tests: list[str], at_bad: dict[str, list[Attempt]], at_good: dict[str, list[Attempt]],
+             retries: int) -> Verification:
+    """Sort tests by their endpoint attempts (see the module docstring). A test that cannot run at all at
+    an endpoint (install failure, broken conftest) counts as not failing there."""
+    out = Verification()
+    for test in tests:
+        bad = at_bad.get(test, [])
+        collect_fail = any(a.outcome == "collect_error" for a in bad) and all(
+            a.outcome == "collect_error" or a.status == FAIL for a in bad)
+        f_bad = _fails(bad, collect_fail)
+        f_good = _fails(at_good.get(test, []), collect_fail)
+        if f_bad == 0 or (f_bad == retries and f_good == retries):
+            out.not_reproduced.append(test)
+        elif f_bad == retries and f_good == 0:
+            out.candidates.append(test)
+            if collect_fail:
+                out.collect_fails.add(test)
+        else:
+            out.flaky.append(FlakyTest(test, failures=f_bad + f_good, attempts=2 * retries))
+    return out
+
+
+def verify_endpoints(executor: Executor, good: str, bad: str, bad_position: int, tests: list[str],
+                     retries: int) -> Verification:
+    """Run every test `retries` times at bad and at good, in one round, and classify them."""
+    req_bad = ProbeRequest(bad_position, bad, tuple(tests), retries)
+    req_good = ProbeRequest(0, good, tuple(tests), retries)
+    results = executor.run_round([req_bad, req_good])
+    return classify(tests, results[req_bad].attempts, results[req_good].attempts, retries)
+
+
+class FailOracle:
+    """Verdict of a test at a probe: fail if any attempt failed, skip if it could not run, else pass."""
+
+    def __init__(self, collect_fails: set[str] | None = None) -> None:
+        self.collect_fails = collect_fails or set()
+
+    def repeat(self, test: str, position: int) -> int:
+        return 1
+
+    def judge(self, test: str, position: int, attempts: list[Attempt]) -> str:
+        if any(a.status == FAIL for a in attempts):
+            return V_FAIL
+        if any(a.status == SKIP for a in attempts):
+            if test in self.collect_fails and any(a.outcome == "collect_error" for a in attempts):
+                return V_FAIL
+            return V_SKIP
+        return V_PASS if all(a.status == PASS for a in attempts) and attempts else V_SKIP

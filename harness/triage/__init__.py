@@ -1,0 +1,8 @@
+"""Triage of a run's results: new failures against its baseline, confirmation reruns, flaky history."""
+
+from __future__ import annotations
+
+from harness.triage.new_failures import FlakyResult, NewFailures, TestDelta, find_new_failures
+from harness.triage.runs import NoBaselineError, TriageError
+
+__all__ = ["FlakyResult", "NewFailures", "NoBaselineError", "TestDelta", "TriageError", "find_new_failures"]

@@ -1,0 +1,58 @@
+"""Confirmation reruns: each new-failure candidate runs N more times at the run's own commit.
+
+The commit is checked out in a git worktree in the cache folder (the user's checkout is untouched) and
+all candidates run in one pytest process, N attempts each. A candidate that fails every attempt stays
+new; one with mixed results is flaky: it leaves `new` and its counts (the original failure included)
+accumulate in `flaky_tests`. A candidate that cannot run here (skipped, not collected, no install)
+stays new, unconfirmed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from harness.store import Store
+from harness.triage.flaky import FlakyObservation, record_flaky
+from harness.triage.new_failures import FlakyResult, NewFailures
+from harness.triage.runs import TriageError, get_run
+
+INCONCLUSIVE = ("skipped", "xfail", "absent", "not_run", "collect_error")
+
+
+def confirm_new_failures(store: Store, result: NewFailures, attempts: int = 3, repo: str | Path | None = None,
+                         cache_dir: str | Path | None = None) -> NewFailures:
+    """Rerun `result.new` `attempts` times at the run's commit; move mixed ones to `flaky` (and the store)."""
+    from harness_bisect.gitops import open_repo, resolve
+    from harness_bisect.probe import FAIL, ProbeConfig, ProbeRunner, detect_gpus
+    from harness_bisect.worktrees import WorktreePool, cache_root
+
+    if attempts < 1:
+        raise TriageError(f"--attempts must be at least 1, got {attempts}")
+    if not result.new:
+        return replace(result, confirmed=True)
+    with store.session() as s:
+        run = get_run(s, result.run_id)
+        repo_path, sha = repo or run.repo, run.commit_sha
+    if not repo_path:
+        raise TriageError(f"run {result.run_id} has no repository path recorded: pass --repo PATH or --no-confirm")
+    if not sha:
+        raise TriageError(f"run {result.run_id} has no commit recorded: cannot rerun it; pass --no-confirm")
+    git_repo = open_repo(repo_path)
+    sha = resolve(git_repo, sha)
+    cache = cache_root(cache_dir)
+    tests = [d.nodeid for d in result.new]
+    with WorktreePool(git_repo, 1, cache, start=sha) as pool:
+        runner = ProbeRunner(ProbeConfig(gpus=detect_gpus()[:1]), cache)
+        probe = runner.run(pool.trees[0], sha, tests, repeat=attempts)
+    keep, flaky = [], []
+    for delta in result.new:
+        ran = [a for a in probe.attempts.get(delta.nodeid, []) if a.outcome not in INCONCLUSIVE]
+        fails = sum(1 for a in ran if a.status == FAIL)
+        if not ran or fails == len(ran):
+            keep.append(delta)
+        else:
+            flaky.append(FlakyResult(delta.nodeid, delta.device or "", failures=1 + fails, attempts=1 + len(ran)))
+    record_flaky(store, [FlakyObservation(f.nodeid, f.device, f.failures, f.attempts) for f in flaky],
+                 result.run_id)
+    return replace(result, new=keep, flaky=result.flaky + flaky, confirmed=True)

@@ -1,0 +1,128 @@
+"""New failures: tests failing in a run that were not failing in its baseline run.
+
+Baseline: the previous completed run of the same branch, runner group and suites (override with
+`baseline_id`). Per test, using each run's last attempt:
+failing now and not failing in the baseline -> `new`; failing in both -> `still_failing`; failing in
+the baseline and passing now -> `fixed`; in the baseline but absent now -> `missing` (never a pass);
+absent from the baseline -> new only if it fails. Failing means failed, error, crashed, timeout or xpass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from harness.store import Store
+from harness.store.schema import FAILING_OUTCOMES, FlakyTest
+from harness.triage.runs import (
+    NoBaselineError,
+    Outcome,
+    TriageError,
+    describe,
+    final_outcomes,
+    find_baseline,
+    get_run,
+    latest_run,
+)
+
+__all__ = ["FlakyResult", "NewFailures", "NoBaselineError", "TestDelta", "TriageError", "find_new_failures"]
+
+
+@dataclass
+class TestDelta:
+    """One test's change between the baseline and the run (`outcome` is None for a missing test)."""
+
+    __test__ = False  # not a pytest test class
+
+    nodeid: str
+    model: str | None
+    suite: str | None
+    outcome: str | None
+    message: str | None
+    baseline_outcome: str | None
+    device: str | None = None
+
+
+@dataclass
+class FlakyResult:
+    """A candidate that did not fail every confirmation attempt (counts include the original failure)."""
+
+    nodeid: str
+    device: str
+    failures: int
+    attempts: int
+
+
+@dataclass
+class NewFailures:
+    """The comparison of a run with its baseline."""
+
+    run_id: int
+    baseline_id: int
+    new: list[TestDelta] = field(default_factory=list)
+    still_failing: list[TestDelta] = field(default_factory=list)
+    fixed: list[TestDelta] = field(default_factory=list)
+    missing: list[TestDelta] = field(default_factory=list)
+    flaky: list[FlakyResult] = field(default_factory=list)
+    confirmed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "baseline_id": self.baseline_id, "confirmed": self.confirmed,
+                "counts": {k: len(getattr(self, k)) for k in ("new", "still_failing", "fixed", "missing", "flaky")},
+                **{k: [asdict(d) for d in getattr(self, k)]
+                   for k in ("new", "still_failing", "fixed", "missing", "flaky")}}
+
+
+def _delta(now: Outcome | None, before: Outcome | None) -> TestDelta:
+    ref = now or before
+    assert ref is not None
+    return TestDelta(nodeid=ref.nodeid, model=ref.model, suite=ref.suite,
+                     outcome=now.outcome if now else None, message=now.message if now else None,
+                     baseline_outcome=before.outcome if before else None, device=ref.device)
+
+
+def compare(now: dict[str, Outcome], before: dict[str, Outcome], run_id: int, baseline_id: int) -> NewFailures:
+    """Classify every test of both runs (keys are node id hashes)."""
+    out = NewFailures(run_id=run_id, baseline_id=baseline_id)
+    for key, cur in now.items():
+        old = before.get(key)
+        failing = cur.outcome in FAILING_OUTCOMES
+        was_failing = old is not None and old.outcome in FAILING_OUTCOMES
+        if failing and was_failing:
+            out.still_failing.append(_delta(cur, old))
+        elif failing:
+            out.new.append(_delta(cur, old))
+        elif was_failing:
+            out.fixed.append(_delta(cur, old))
+    out.missing = [_delta(None, old) for key, old in before.items() if key not in now]
+    for bucket in (out.new, out.still_failing, out.fixed, out.missing):
+        bucket.sort(key=lambda d: d.nodeid)
+    return out
+
+
+def find_new_failures(store: Store, run_id: int | None = None, baseline_id: int | None = None) -> NewFailures:
+    """Compare run `run_id` (default: the latest completed run) with its baseline.
+
+    Raises `TriageError` for an unknown run and `NoBaselineError` when no baseline exists."""
+    with store.session() as s:
+        run = get_run(s, run_id) if run_id is not None else latest_run(s)
+        if baseline_id is not None:
+            baseline = get_run(s, baseline_id)
+            if baseline.id == run.id:
+                raise TriageError(f"run {run.id} cannot be its own baseline: pass another --baseline ID")
+        else:
+            baseline = find_baseline(s, run)
+            if baseline is None:
+                raise NoBaselineError(f"run {run.id} has no baseline: no earlier completed run of {describe(run)};"
+                                      " pass --baseline ID")
+        now = final_outcomes(s, run.id)
+        before = final_outcomes(s, baseline.id)
+    return compare(now, before, run.id, baseline.id)
+
+
+def flaky_in_run(store: Store, run_id: int) -> set[str]:
+    """Node id hashes recorded as flaky by a confirmation of run `run_id`."""
+    with store.session() as s:
+        return set(s.scalars(select(FlakyTest.nodeid_hash).where(FlakyTest.last_run_id == run_id)))
