@@ -1,0 +1,257 @@
+"""Slack Block Kit for one run's report, built from `ReportData` alone (no I/O).
+
+Within Slack's limits: at most 50 blocks a message, 3000 characters a section text, 150 a header,
+10 fields of 2000; longer lists end in "… N more" with a link. Every piece of text that comes from
+tests, commits or people is escaped (`&`, `<`, `>`), so a test name can never become a mention
+(`<!channel>`) or a link. Per-test failure messages go in thread replies, one model at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from harness.report.data import CulpritInfo, FailureItem, ReportData, wall_time_text
+
+MAX_BLOCKS = 50
+MAX_SECTION = 3000
+MAX_HEADER = 150
+MAX_FIELD = 2000
+MAX_FALLBACK = 3000
+
+
+def escape(text: str | None) -> str:
+    """Slack mrkdwn escaping: the three control characters become entities."""
+    return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def link(url: str | None, label: str) -> str:
+    """`<url|label>` with the label escaped (plain escaped label when there is no URL)."""
+    if not url:
+        return escape(label)
+    safe = quote(url, safe=":/?#[]@!$&'()*+,;=%~.-_")
+    return f"<{safe}|{escape(label).replace('|', '¦')}>"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where the report links to: the repository (commits, PRs), the CI run and the dashboards."""
+
+    repo_url: str | None = None
+    run_url: str | None = None
+    dashboard_url: str | None = None
+
+    @classmethod
+    def from_env(cls, dashboard_url: str | None = None) -> Links:
+        """From GitHub Actions' variables (GITHUB_SERVER_URL, GITHUB_REPOSITORY, GITHUB_RUN_ID)."""
+        server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
+        repo = os.environ.get("GITHUB_REPOSITORY")
+        run = os.environ.get("GITHUB_RUN_ID")
+        repo_url = f"{server}/{repo}" if repo else None
+        return cls(repo_url, f"{repo_url}/actions/runs/{run}" if repo_url and run else None,
+                   dashboard_url or os.environ.get("GRAFANA_URL"))
+
+    def commit(self, sha: str | None) -> str | None:
+        return f"{self.repo_url}/commit/{sha}" if self.repo_url and sha else None
+
+    def pr(self, number: int | None) -> str | None:
+        return f"{self.repo_url}/pull/{number}" if self.repo_url and number else None
+
+    @property
+    def more(self) -> str | None:
+        return self.run_url or self.dashboard_url
+
+
+class Mentions:
+    """Culprit authors to Slack: `<@U…>` for mapped git emails / GitHub logins, the name otherwise."""
+
+    def __init__(self, users: dict[str, str] | None = None) -> None:
+        self.users = {k.strip().lower(): v for k, v in (users or {}).items()}
+
+    def user_id(self, author: str | None, email: str | None) -> str | None:
+        keys = [email or "", author or ""]
+        if email and email.lower().endswith("@users.noreply.github.com"):  # 123+login@users.noreply…
+            keys.append(email.split("@")[0].split("+")[-1])
+        for key in keys:
+            if key and key.strip().lower() in self.users:
+                return self.users[key.strip().lower()]
+        return None
+
+    def render(self, author: str | None, email: str | None) -> str:
+        uid = self.user_id(author, email)
+        if uid and uid.replace("_", "").isalnum():
+            return f"<@{uid}>"
+        return escape(author or email or "unknown author")
+
+
+@dataclass
+class SlackMessage:
+    """One Slack message: fallback text and blocks."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+
+
+@dataclass
+class SlackReport:
+    """The main message and its thread replies."""
+
+    main: SlackMessage
+    replies: list[SlackMessage] = field(default_factory=list)
+
+    def payload(self, channel: str | None = None) -> dict[str, Any]:
+        return {"channel": channel, "text": self.main.text, "blocks": self.main.blocks,
+                "thread_replies": [{"text": r.text, "blocks": r.blocks} for r in self.replies]}
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION)}}
+
+
+def pack(lines: list[str], max_blocks: int, more_url: str | None, title: str = "") -> list[dict[str, Any]]:
+    """Lines packed into at most `max_blocks` sections of <= 3000 characters; what does not fit is
+    counted in a final "… N more" line."""
+    blocks: list[str] = []
+    current = title
+    for i, line in enumerate(lines):
+        line = clip(line, MAX_SECTION - 200)
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) <= MAX_SECTION - 120:
+            current = candidate
+            continue
+        if len(blocks) + 1 >= max_blocks:  # keep the last block for the "more" line
+            rest = len(lines) - i
+            current += f"\n… {rest} more" + (f" ({link(more_url, 'see all')})" if more_url else "")
+            blocks.append(current)
+            return [section(b) for b in blocks]
+        blocks.append(current)
+        current = line
+    if current:
+        blocks.append(current)
+    return [section(b) for b in blocks]
+
+
+def _culprit_text(c: CulpritInfo | None, links: Links, mentions: Mentions) -> str:
+    if c is None:
+        return "culprit not found yet"
+    parts = [f"culprit {link(links.commit(c.commit_sha), c.commit_sha[:7])}"]
+    if c.subject:
+        parts.append(f"“{escape(clip(c.subject, 80))}”")
+    parts.append(f"by {mentions.render(c.author, c.email)}")
+    if c.pr:
+        parts.append(f"· PR {link(links.pr(c.pr), f'#{c.pr}')}")
+    return " ".join(parts)
+
+
+def _failure_line(f: FailureItem, links: Links, mentions: Mentions) -> str:
+    where = ", ".join(x for x in (f.model, f.suite, "multi-GPU" if f.multi_gpu else "single-GPU") if x)
+    return f"• `{escape(clip(f.nodeid, 300))}` ({escape(where)}, {f.outcome}) — " + _culprit_text(
+        f.culprit, links, mentions)
+
+
+def _model_table(data: ReportData, more_url: str | None) -> str:
+    rows = data.models
+    shown, hidden = rows[:25], len(rows) - 25
+    width = max([len("model")] + [len(r.model) for r in shown])
+    lines = [f"{'model'.ljust(width)}  single-GPU  multi-GPU"]
+    lines += [f"{clip(r.model, 40).ljust(width)}  {r.single_gpu:>10}  {r.multi_gpu:>9}" for r in shown]
+    table = "```" + escape("\n".join(lines)) + "```"
+    if hidden > 0:
+        table += f"\n… {hidden} more models" + (f" ({link(more_url, 'see all')})" if more_url else "")
+    return "*Failures per model*\n" + table
+
+
+def _header(data: ReportData) -> dict[str, Any]:
+    icon = "✅" if data.failed == 0 else "🔴"
+    title = " · ".join(x for x in (data.workflow or "harness run", data.event, data.branch) if x)
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(f"{icon} {title}", MAX_HEADER),
+                                       "emoji": True}}
+
+
+def _summary(data: ReportData, links: Links) -> dict[str, Any]:
+    sha = data.commit_sha or ""
+    commit = link(links.commit(sha), sha[:7]) if sha else "unknown"
+    if data.commit_subject:
+        commit += f" {escape(clip(data.commit_subject, 100))}"
+    order = ("passed", "failed", "error", "crashed", "timeout", "xpass", "skipped", "xfail")
+    totals = " · ".join(f"{data.totals[k]} {k}" for k in order if data.totals.get(k)) or "no tests"
+    gpu = f"{data.gpu_name} ×{data.gpu_count}" if data.gpu_name else ("none" if not data.gpu_count else
+                                                                       f"{data.gpu_count} GPU(s)")
+    fields = [("Commit", commit), ("Runner group", ", ".join(data.runner_groups) or "unknown"),
+              ("GPU", escape(gpu)), ("Wall time", wall_time_text(data.wall_time_s)), ("Tests", totals),
+              ("Run", link(links.run_url, f"#{data.run_id}"))]
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f"*{k}*\n{v}", MAX_FIELD)}
+                                          for k, v in fields]}
+
+
+def _perf_line(a: Any, links: Links) -> str:
+    icon = "🐢" if a.direction == "regression" else "🚀"
+    where = ", ".join(x for x in (a.model, a.gpu_name) if x)
+    return (f"{icon} {a.direction}: `{escape(a.metric)}` ({escape(where)}) {a.change:+.1%}"
+            + (f", p={a.p_value:.1g}" if a.p_value is not None else "")
+            + f" at {link(links.commit(a.commit_after), a.commit_after[:7])}")
+
+
+def build_report(data: ReportData, links: Links | None = None, mentions: Mentions | None = None) -> SlackReport:
+    """The Block Kit report of `data`: header, summary, per-model table, new failures with culprits,
+    flaky tests, still-failing count, perf alerts; failure messages as thread replies."""
+    links, mentions = links or Links(), mentions or Mentions()
+    blocks: list[dict[str, Any]] = [_header(data), _summary(data, links)]
+    tail: list[dict[str, Any]] = []
+    counts = [f"*{len(data.new_failures)}* new", f"*{len(data.still_failing)}* still failing",
+              f"*{len(data.flaky)}* flaky", f"*{data.fixed}* fixed"]
+    base = f" vs run #{data.baseline_run_id}" if data.baseline_run_id else ""
+    tail.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(counts) + base}]})
+    if data.models:
+        blocks += [{"type": "divider"}, section(_model_table(data, links.more))]
+    budget = MAX_BLOCKS - len(blocks) - len(tail) - 6
+    groups = [
+        ("*🆕 New failures*", [_failure_line(f, links, mentions) for f in data.new_failures]),
+        ("*🎲 Flaky (failed here, known to flake)*",
+         [f"• `{escape(clip(f.nodeid, 300))}` {f.failures}/{f.attempts} failed ({f.fail_rate:.0%})"
+          + (f" on {escape(f.device)}" if f.device else "") for f in data.flaky]),
+        ("*⏱ Performance alerts*", [_perf_line(a, links) for a in data.perf_alerts]),
+    ]
+    present = [g for g in groups if g[1]]
+    for i, (title, lines) in enumerate(present):
+        share = max(1, budget // (len(present) - i))
+        packed = pack(lines, share, links.more, title=f"{title} ({len(lines)})")
+        budget -= len(packed)
+        blocks += [{"type": "divider"}, *packed]
+    blocks += tail
+    text = clip(f"{'✅' if data.failed == 0 else '🔴'} {data.workflow or 'harness run'} on "
+                f"{data.branch or '?'}: {data.failed} failing, {len(data.new_failures)} new, "
+                f"{len(data.perf_alerts)} perf alert(s)", MAX_FALLBACK)
+    return SlackReport(SlackMessage(escape(text), blocks[:MAX_BLOCKS]), _replies(data))
+
+
+def _replies(data: ReportData) -> list[SlackMessage]:
+    """One thread reply per model: each failing test with its message, in code blocks."""
+    by_model: dict[str, list[FailureItem]] = {}
+    for f in data.failures:
+        by_model.setdefault(f.model or "(no model)", []).append(f)
+    replies = []
+    for model, items in sorted(by_model.items()):
+        lines = [f"• `{escape(clip(f.nodeid, 300))}` ({f.outcome})\n```{escape(clip(f.message or '(no message)', 1200))}```"
+                 for f in items]
+        blocks = pack(lines, MAX_BLOCKS, None, title=f"*{escape(model)}*: {len(items)} failing")
+        replies.append(SlackMessage(escape(f"{model}: {len(items)} failing"), blocks))
+    return replies
+
+
+def iter_texts(blocks: Iterable[dict[str, Any]]) -> Iterable[str]:
+    """Every text in a list of blocks (for checks and tests)."""
+    for b in blocks:
+        if "text" in b:
+            yield b["text"]["text"]
+        for f in b.get("fields", []):
+            yield f["text"]
+        for e in b.get("elements", []):
+            yield e.get("text", "")

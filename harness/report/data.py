@@ -1,0 +1,281 @@
+"""The report of one run as plain data (`ReportData`), collected from the store by `collect_report`.
+
+The Slack block builder works from this dataclass alone, so it can be tested without a database.
+A run is reported together with its siblings: the runs of the same commit, workflow and event on
+other runner groups (one CI matrix), which is how failures split into single- and multi-GPU.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+
+from harness.errors import HarnessError
+from harness.store.db import Store
+from harness.store.schema import FAILING_OUTCOMES, Culprit, FlakyTest, PerfAlert, Run, TestResult
+
+
+class ReportError(HarnessError):
+    """The run to report on does not exist (or the store has none)."""
+
+
+@dataclass(frozen=True)
+class CulpritInfo:
+    """The commit found to break a test."""
+
+    commit_sha: str
+    author: str | None = None
+    email: str | None = None
+    subject: str | None = None
+    pr: int | None = None
+
+
+@dataclass(frozen=True)
+class FailureItem:
+    """One failing test (final attempt) of the reported runs."""
+
+    nodeid: str
+    model: str | None
+    suite: str | None
+    outcome: str
+    message: str | None
+    multi_gpu: bool = False
+    culprit: CulpritInfo | None = None
+
+
+@dataclass(frozen=True)
+class FlakyItem:
+    """A test that failed in this run and is known to flake."""
+
+    nodeid: str
+    device: str
+    failures: int
+    attempts: int
+
+    @property
+    def fail_rate(self) -> float:
+        return self.failures / self.attempts if self.attempts else 0.0
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """Failing tests of one model, by runner kind."""
+
+    model: str
+    single_gpu: int = 0
+    multi_gpu: int = 0
+
+
+@dataclass(frozen=True)
+class PerfAlertItem:
+    """A performance change point attributed to this run's commit."""
+
+    metric: str
+    model: str | None
+    gpu_name: str | None
+    commit_before: str | None
+    commit_after: str
+    value_before: float | None
+    value_after: float | None
+    change: float
+    p_value: float | None
+    direction: str
+
+
+@dataclass
+class ReportData:
+    """Everything the Slack report shows about one run (and its sibling runs)."""
+
+    run_id: int
+    run_ids: list[int]
+    workflow: str | None = None
+    event: str | None = None
+    branch: str | None = None
+    repo: str | None = None
+    commit_sha: str | None = None
+    commit_subject: str | None = None
+    runner_groups: list[str] = field(default_factory=list)
+    gpu_name: str | None = None
+    gpu_count: int = 0
+    status: str | None = None
+    totals: dict[str, int] = field(default_factory=dict)
+    wall_time_s: float | None = None
+    baseline_run_id: int | None = None
+    models: list[ModelRow] = field(default_factory=list)
+    new_failures: list[FailureItem] = field(default_factory=list)
+    still_failing: list[FailureItem] = field(default_factory=list)
+    fixed: int = 0
+    flaky: list[FlakyItem] = field(default_factory=list)
+    perf_alerts: list[PerfAlertItem] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(n for outcome, n in self.totals.items() if outcome in FAILING_OUTCOMES)
+
+    @property
+    def failures(self) -> list[FailureItem]:
+        return self.new_failures + self.still_failing
+
+
+def _is_multi(run: Any) -> bool:
+    return run.runner_group == "multi-gpu" or (run.runner_group is None and (run.gpu_count or 0) > 1)
+
+
+def _siblings(session: Any, run: Any) -> list[Any]:
+    """The run and the other runner groups' runs of the same commit, workflow and event."""
+    if not (run.commit_sha and run.workflow):
+        return [run]
+    r = Run.__table__
+    rows = session.execute(select(r).where(and_(
+        r.c.commit_sha == run.commit_sha, r.c.workflow == run.workflow,
+        r.c.event == run.event if run.event is not None else r.c.event.is_(None),
+        r.c.runner_group.is_distinct_from(run.runner_group) | (r.c.id == run.id),
+    )).order_by(r.c.started_at.desc(), r.c.id.desc())).all()
+    latest: dict[Any, Any] = {}
+    for row in rows:  # one run per runner group: the newest, and always the requested run itself
+        if row.id == run.id or row.runner_group not in latest:
+            latest[row.runner_group] = row if row.runner_group != run.runner_group else run
+    return sorted(latest.values(), key=lambda x: x.id)
+
+
+def _final_results(session: Any, run_ids: list[int]) -> list[Any]:
+    """The last attempt of every test of these runs."""
+    t = TestResult.__table__
+    last = (select(t.c.run_id, t.c.nodeid_hash, func.max(t.c.attempt).label("attempt"))
+            .where(t.c.run_id.in_(run_ids)).group_by(t.c.run_id, t.c.nodeid_hash).subquery())
+    return session.execute(select(t).join(last, and_(
+        t.c.run_id == last.c.run_id, t.c.nodeid_hash == last.c.nodeid_hash,
+        t.c.attempt == last.c.attempt))).all()
+
+
+def _culprits(session: Any, hashes: set[str], run_ids: list[int]) -> dict[str, CulpritInfo]:
+    """Culprit per test: one found for these runs first, else the most recent one."""
+    if not hashes:
+        return {}
+    c = Culprit.__table__
+    rows = session.execute(select(c).where(c.c.nodeid_hash.in_(sorted(hashes)))
+                           .order_by(c.c.created_at, c.c.id)).all()
+    out: dict[str, CulpritInfo] = {}
+    for row in sorted(rows, key=lambda x: (x.run_id in run_ids, x.created_at, x.id)):
+        out[row.nodeid_hash] = CulpritInfo(row.commit_sha, row.author, row.email, row.subject, row.pr)
+    return out
+
+
+@dataclass
+class _NoBaseline:
+    """A run with nothing to compare with: its failures are listed, none is called new."""
+
+    baseline_id: None = None
+    new: tuple = ()
+    still_failing: tuple = ()
+    fixed: tuple = ()
+
+
+def _new_failures(store: Store, run_id: int) -> Any:
+    from harness.triage.new_failures import NoBaselineError, find_new_failures
+
+    try:
+        return find_new_failures(store, run_id)
+    except NoBaselineError:
+        return _NoBaseline()
+
+
+def collect_report(store: Store, run_id: int | None = None) -> ReportData:
+    """Read everything the report needs about `run_id` (default: the latest run) from the store."""
+    with store.session() as session:
+        r = Run.__table__
+        query = select(r).where(r.c.id == run_id) if run_id is not None else (
+            select(r).order_by(r.c.started_at.desc(), r.c.id.desc()).limit(1))
+        run = session.execute(query).first()
+        if run is None:
+            raise ReportError(f"no run {run_id} in the store" if run_id is not None else
+                              "the store has no runs yet: run `harness run` or `harness ingest` first")
+        runs = _siblings(session, run)
+        multi = {x.id: _is_multi(x) for x in runs}
+        ids = [x.id for x in runs]
+        results = _final_results(session, ids)
+    deltas = {rid: _new_failures(store, rid) for rid in ids}
+    with store.session() as session:
+        data = _assemble(session, run, runs, multi, results, deltas)
+    return data
+
+
+def _assemble(session: Any, run: Any, runs: list[Any], multi: dict[int, bool], results: list[Any],
+              deltas: dict[int, Any]) -> ReportData:
+    ids = [x.id for x in runs]
+    totals: dict[str, int] = defaultdict(int)
+    failing = {}
+    for row in results:
+        totals[row.outcome] += 1
+        if row.outcome in FAILING_OUTCOMES:
+            failing[(row.run_id, row.nodeid)] = row
+    flaky = _flaky(session, {row.nodeid_hash for row in failing.values()}, results, ids)
+    flaky_ids = {f.nodeid for f in flaky}
+    new_keys = {(rid, d.nodeid) for rid, nf in deltas.items() for d in nf.new}
+    culprits = _culprits(session, {row.nodeid_hash for row in failing.values()}, ids)
+    new, still = [], []
+    per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for (rid, nodeid), row in sorted(failing.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        per_model[row.model or "(no model)"][1 if multi[rid] else 0] += 1
+        if nodeid in flaky_ids:
+            continue
+        item = FailureItem(nodeid, row.model, row.suite, row.outcome, row.message, multi[rid],
+                           culprits.get(row.nodeid_hash))
+        (new if (rid, nodeid) in new_keys else still).append(item)
+    started = [x.started_at for x in runs if x.started_at]
+    finished = [x.finished_at for x in runs if x.finished_at]
+    wall = (max(finished) - min(started)).total_seconds() if started and finished else None
+    main_delta = deltas.get(run.id)
+    return ReportData(
+        run_id=run.id, run_ids=ids, workflow=run.workflow, event=run.event, branch=run.branch,
+        repo=run.repo, commit_sha=run.commit_sha, commit_subject=run.commit_subject,
+        runner_groups=[x.runner_group for x in runs if x.runner_group],
+        gpu_name=run.gpu_name, gpu_count=max((x.gpu_count or 0) for x in runs), status=run.status,
+        totals=dict(totals), wall_time_s=wall,
+        baseline_run_id=getattr(main_delta, "baseline_id", None),
+        models=sorted((ModelRow(m, s, mu) for m, (s, mu) in per_model.items()),
+                      key=lambda m: (-(m.single_gpu + m.multi_gpu), m.model)),
+        new_failures=new, still_failing=still,
+        fixed=sum(len(nf.fixed) for nf in deltas.values()),
+        flaky=flaky, perf_alerts=_perf_alerts(session, run, ids))
+
+
+def _flaky(session: Any, failing_hashes: set[str], results: list[Any], run_ids: list[int]) -> list[FlakyItem]:
+    """Known-flaky tests among this run's failures, plus tests that failed then passed on a retry."""
+    t = TestResult.__table__
+    last = {(row.run_id, row.nodeid_hash): row.attempt for row in results}
+    earlier = session.execute(select(t.c.run_id, t.c.nodeid_hash, t.c.attempt).where(and_(
+        t.c.run_id.in_(run_ids), t.c.outcome.in_(FAILING_OUTCOMES), t.c.attempt > 0))).all()
+    retried = {h for rid, h, attempt in earlier if attempt < last.get((rid, h), 0)}
+    hashes = failing_hashes | retried
+    if not hashes:
+        return []
+    f = FlakyTest.__table__
+    rows = session.execute(select(f).where(and_(f.c.nodeid_hash.in_(sorted(hashes)), f.c.failures > 0))).all()
+    items = {row.nodeid: FlakyItem(row.nodeid, row.device or "", row.failures, row.attempts) for row in rows}
+    return sorted(items.values(), key=lambda x: (-x.fail_rate, x.nodeid))
+
+
+def _perf_alerts(session: Any, run: Any, run_ids: list[int]) -> list[PerfAlertItem]:
+    p = PerfAlert.__table__
+    cond = p.c.run_id.in_(run_ids)
+    if run.commit_sha:
+        cond = or_(cond, p.c.commit_after == run.commit_sha)
+    rows = session.execute(select(p).where(cond).order_by(p.c.direction.desc(), p.c.magnitude.desc())).all()
+    return [PerfAlertItem(row.metric, row.model, row.gpu_name, row.commit_before, row.commit_after,
+                          row.value_before, row.value_after, row.magnitude, row.p_value, row.direction)
+            for row in rows]
+
+
+def wall_time_text(seconds: float | None) -> str:
+    """`1h 02m`, `12m 03s`, `45s`."""
+    if seconds is None:
+        return "unknown"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else (f"{m}m {sec:02d}s" if m else f"{sec}s")
+

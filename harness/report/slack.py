@@ -1,0 +1,221 @@
+"""Posting the run report to Slack: env-backed config, error class, two senders, and `notify_slack`.
+
+A bot token (SLACK_BOT_TOKEN) posts with chat.postMessage and puts failure details in the thread; an
+incoming webhook (SLACK_WEBHOOK_URL) posts the main message only (webhooks cannot thread). Both retry
+with backoff on 429 and 5xx (slack-sdk retry handlers). The payload is always written to a file
+first; when Slack stays unreachable or refuses the message, that file is the report, the command
+says so and still exits 0 so chat never fails CI. Tokens and webhook URLs never appear in output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry import (
+    BackoffRetryIntervalCalculator,
+    ConnectionErrorRetryHandler,
+    Jitter,
+    RateLimitErrorRetryHandler,
+    RetryHandler,
+)
+from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
+from slack_sdk.webhook import WebhookClient
+
+from harness.errors import HarnessError
+from harness.report.blocks import Links, Mentions, SlackMessage, SlackReport, build_report
+from harness.report.data import collect_report
+from harness.store.db import Store
+
+DEFAULT_BASE_URL = "https://slack.com/api/"
+
+
+class SlackError(HarnessError):
+    """Slack is misconfigured, or refused or never received the report."""
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    """SLACK_BOT_TOKEN / SLACK_WEBHOOK_URL / SLACK_CHANNEL (flags override); SLACK_USERS_FILE maps git
+    emails and GitHub logins to Slack user ids (TOML or JSON: `"ada@example.com" = "U0123"`);
+    SLACK_API_URL points the Web API client elsewhere (a proxy, or a local stand-in in tests)."""
+
+    bot_token: str | None = None
+    webhook_url: str | None = None
+    channel: str | None = None
+    users_file: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    max_retries: int = 4
+    backoff_s: float = 0.5
+    timeout_s: int = 20
+
+    @classmethod
+    def from_env(cls, channel: str | None = None, users_file: str | None = None, **overrides: Any) -> SlackConfig:
+        return cls(bot_token=os.environ.get("SLACK_BOT_TOKEN") or None,
+                   webhook_url=os.environ.get("SLACK_WEBHOOK_URL") or None,
+                   channel=channel or os.environ.get("SLACK_CHANNEL") or None,
+                   users_file=users_file or os.environ.get("SLACK_USERS_FILE") or None,
+                   base_url=os.environ.get("SLACK_API_URL") or DEFAULT_BASE_URL, **overrides)
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.bot_token, self.webhook_url) if s]
+
+    def redact(self, text: str) -> str:
+        """`text` with every token and webhook URL replaced by ***."""
+        for secret in self.secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def validate(self) -> None:
+        """Raise SlackError unless a message could be sent with this config."""
+        if not self.bot_token and not self.webhook_url:
+            raise SlackError("no Slack credentials: set SLACK_BOT_TOKEN (with SLACK_CHANNEL) or "
+                             "SLACK_WEBHOOK_URL, or use --dry-run")
+        if self.bot_token and not self.webhook_url and not self.channel:
+            raise SlackError("SLACK_BOT_TOKEN needs a channel: set SLACK_CHANNEL or pass --channel")
+
+    def mentions(self) -> Mentions:
+        """The author map of `users_file` (missing or unreadable file: a one-line SlackError)."""
+        if not self.users_file:
+            return Mentions()
+        path = Path(self.users_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+            if path.suffix == ".json":
+                data = json.loads(text)
+            else:
+                import tomllib  # Python 3.11+; use a .json users file on 3.10
+
+                data = tomllib.loads(text)
+        except (OSError, ValueError) as exc:
+            raise SlackError(f"cannot read the Slack users file {path}: {exc}") from None
+        users = data.get("users", data) if isinstance(data, dict) else None
+        if not isinstance(users, dict) or not all(isinstance(v, str) for v in users.values()):
+            raise SlackError(f"{path} must map emails / GitHub logins to Slack user ids, "
+                             'e.g. "ada@example.com" = "U0123ABC"')
+        return Mentions(users)
+
+
+class _ProportionalJitter(Jitter):
+    """Up to +25 % of the interval (slack-sdk's default adds up to a whole second)."""
+
+    def recalculate(self, duration: float) -> float:
+        return duration * (1.0 + 0.25 * random.random())
+
+
+def retry_handlers(config: SlackConfig) -> list[RetryHandler]:
+    calc = BackoffRetryIntervalCalculator(backoff_factor=config.backoff_s, jitter=_ProportionalJitter())
+    return [RateLimitErrorRetryHandler(max_retry_count=config.max_retries),
+            ServerErrorRetryHandler(max_retry_count=config.max_retries, interval_calculator=calc),
+            ConnectionErrorRetryHandler(max_retry_count=config.max_retries, interval_calculator=calc)]
+
+
+class Sender(Protocol):
+    """Delivers a report; returns how many messages Slack accepted."""
+
+    def send(self, report: SlackReport) -> int: ...
+
+
+class BotSender:
+    """chat.postMessage with a bot token; failure details go in the message's thread."""
+
+    def __init__(self, config: SlackConfig) -> None:
+        self.config = config
+        self.client = WebClient(token=config.bot_token, base_url=config.base_url, timeout=config.timeout_s,
+                                retry_handlers=retry_handlers(config))
+
+    def _post(self, message: SlackMessage, thread_ts: str | None = None) -> str:
+        resp = self.client.chat_postMessage(channel=self.config.channel or "", text=message.text,
+                                            blocks=message.blocks, thread_ts=thread_ts,
+                                            unfurl_links=False, unfurl_media=False)
+        return str(resp["ts"])
+
+    def send(self, report: SlackReport) -> int:
+        self.sent = 0
+        ts = self._post(report.main)
+        self.sent = 1
+        for reply in report.replies:
+            self._post(reply, thread_ts=ts)
+            self.sent += 1
+        return self.sent
+
+
+class WebhookSender:
+    """An incoming webhook: the main message only (webhooks cannot post into a thread)."""
+
+    def __init__(self, config: SlackConfig) -> None:
+        self.client = WebhookClient(config.webhook_url or "", timeout=config.timeout_s,
+                                    retry_handlers=retry_handlers(config))
+
+    def send(self, report: SlackReport) -> int:
+        resp = self.client.send(text=report.main.text, blocks=report.main.blocks, unfurl_links=False)
+        if resp.status_code != 200:
+            raise SlackError(f"the webhook answered HTTP {resp.status_code}: {str(resp.body)[:200]}")
+        return 1
+
+
+def make_sender(config: SlackConfig) -> Sender:
+    return BotSender(config) if config.bot_token else WebhookSender(config)
+
+
+@dataclass
+class NotifyResult:
+    """What `notify_slack` did."""
+
+    run_id: int
+    out: Path | None
+    posted: int = 0
+    delivered: bool = False
+    error: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, SlackApiError):
+        status = getattr(exc.response, "status_code", "?")
+        data = exc.response.data if isinstance(exc.response.data, dict) else {}
+        return f"HTTP {status}, error {data.get('error', 'unknown')}"
+    if isinstance(exc, SlackError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+def notify_slack(store: Store, config: SlackConfig, *, run_id: int | None = None, out: str | Path | None = None,
+                 dry_run: bool = False, links: Links | None = None, sender: Sender | None = None) -> NotifyResult:
+    """Collect the run's report, keep it as a file, and post it (unless `dry_run`)."""
+    if not dry_run and sender is None:
+        config.validate()
+    mentions = config.mentions()
+    data = collect_report(store, run_id)
+    report = build_report(data, links or Links.from_env(), mentions)
+    payload = report.payload(config.channel)
+    path = Path(out) if out else (None if dry_run else Path(".harness") / "reports" / f"slack-run-{data.run_id}.json")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    result = NotifyResult(run_id=data.run_id, out=path, payload=payload)
+    if dry_run:
+        return result
+    sender = sender or make_sender(config)
+    try:
+        result.posted = sender.send(report)
+        result.delivered = True
+    except (SlackApiError, SlackClientError, SlackError, OSError) as exc:
+        result.posted = getattr(sender, "sent", 0)
+        result.error = config.redact(_describe(exc))
+    return result
+
+
+def outcome_line(result: NotifyResult) -> str:
+    """One line for the terminal about what happened to the report."""
+    where = f"; report kept in {result.out}" if result.out else ""
+    if result.delivered:
+        return f"posted the report of run {result.run_id} to Slack ({result.posted} message(s)){where}"
+    part = f" ({result.posted} message(s) got through)" if result.posted else ""
+    return f"Slack did not take the report of run {result.run_id}: {result.error}{part}{where}"

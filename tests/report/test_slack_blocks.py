@@ -1,0 +1,154 @@
+"""Block Kit of the Slack report: golden JSON for a realistic run, escaping, Slack's limits, mentions."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.report.blocks import MAX_BLOCKS, Links, Mentions, build_report, escape, iter_texts
+from harness.report.data import (
+    CulpritInfo,
+    FailureItem,
+    FlakyItem,
+    ModelRow,
+    PerfAlertItem,
+    ReportData,
+)
+
+GOLDEN = Path(__file__).parent / "golden" / "slack_report.json"
+REPO = "https://github.com/acme/models"
+LINKS = Links(REPO, f"{REPO}/actions/runs/9001", "https://grafana.example/d/harness-ci")
+EVIL = "<!channel> & <https://evil.example|click>"
+
+
+def realistic() -> ReportData:
+    """A nightly run on two runner groups: new failures with culprits, a flake, old failures, a perf alert."""
+    ada = CulpritInfo("1f3c2d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d", "Ada Lovelace", "ada@example.com",
+                      f"Speed up generate {EVIL}", 4242)
+    bob = CulpritInfo("9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b", "Bob", "1234+bobdev@users.noreply.github.com",
+                      "Refactor rotary embeddings", None)
+    eve = CulpritInfo("0123456789abcdef0123456789abcdef01234567", "Eve Unmapped", "eve@example.org",
+                      "Bump torch", 77)
+    return ReportData(
+        run_id=812, run_ids=[812, 813], workflow="Nightly CI", event="schedule", branch="main",
+        repo=REPO, commit_sha="c0ffee0123456789c0ffee0123456789c0ffee01", commit_subject="Merge #4242",
+        runner_groups=["single-gpu", "multi-gpu"], gpu_name="NVIDIA A10G", gpu_count=2, status="completed",
+        totals={"passed": 1520, "failed": 7, "error": 1, "skipped": 230, "xfail": 4}, wall_time_s=3725.0,
+        baseline_run_id=790,
+        models=[ModelRow("llama", 3, 2), ModelRow("mistral", 1, 0), ModelRow("gemma", 0, 1)],
+        new_failures=[
+            FailureItem("tests/models/llama/test_modeling_llama.py::LlamaIntegrationTest::test_generate[<!here>]",
+                        "llama", "slow", "failed", f"AssertionError: {EVIL}", False, ada),
+            FailureItem("tests/models/llama/test_modeling_llama.py::LlamaIntegrationTest::test_tp_generate",
+                        "llama", "slow", "failed", "RuntimeError: NCCL error", True, ada),
+            FailureItem("tests/models/mistral/test_modeling_mistral.py::test_rope_scaling", "mistral",
+                        "slow", "error", "ValueError: rope_theta must be > 0", False, bob),
+            FailureItem("tests/models/gemma/test_modeling_gemma.py::test_fa2_padding", "gemma", "fa2",
+                        "crashed", "worker 'gw1' crashed while running", True, eve),
+            FailureItem("tests/models/llama/test_modeling_llama.py::test_sdpa_equivalence", "llama", "slow",
+                        "timeout", "Timeout (>600.0s) from pytest-timeout", False, None),
+        ],
+        still_failing=[
+            FailureItem("tests/models/llama/test_modeling_llama.py::test_compile_static_cache", "llama", "slow",
+                        "failed", "torch._dynamo.exc.Unsupported: data-dependent branch", True, None),
+        ],
+        fixed=2,
+        flaky=[FlakyItem("tests/models/llama/test_modeling_llama.py::test_batched_beam_search", "cuda:0", 3, 10),
+               FlakyItem("tests/models/mistral/test_modeling_mistral.py::test_sliding_window", "cuda:1", 1, 20)],
+        perf_alerts=[PerfAlertItem("time_to_first_token_secs", "llama", "NVIDIA A10G", "b" * 40, "c0ffee0" + "1" * 33,
+                                   0.512, 0.571, 0.115, 2.1e-9, "regression"),
+                     PerfAlertItem("roofline.decode_efficiency", "llama", "NVIDIA A10G", "b" * 40,
+                                   "c0ffee0" + "1" * 33, 0.41, 0.37, -0.097, 4.0e-6, "regression")],
+    )
+
+
+MENTIONS = Mentions({"ada@example.com": "U0ADA", "bobdev": "U0BOB"})
+
+
+def test_golden_blocks() -> None:
+    """The whole payload of a realistic run; UPDATE_GOLDEN=1 rewrites the file after a deliberate change."""
+    payload = build_report(realistic(), LINKS, MENTIONS).payload("#ci-reports")
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    assert payload == json.loads(GOLDEN.read_text())
+
+
+def test_content_of_realistic_report() -> None:
+    report = build_report(realistic(), LINKS, MENTIONS)
+    texts = "\n".join(iter_texts(report.main.blocks))
+    assert report.main.blocks[0]["text"]["text"] == "🔴 Nightly CI · schedule · main"
+    assert f"<{REPO}/commit/c0ffee0123456789c0ffee0123456789c0ffee01|c0ffee0>" in texts
+    assert "1h 02m" in texts and "single-gpu, multi-gpu" in texts and "NVIDIA A10G ×2" in texts
+    assert "1520 passed · 7 failed · 1 error · 230 skipped · 4 xfail" in texts
+    assert "llama             3          2" in texts  # the per-model table, single / multi
+    assert "*🆕 New failures* (5)" in texts
+    assert f"culprit <{REPO}/commit/1f3c2d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d|1f3c2d9>" in texts
+    assert f"by <@U0ADA> · PR <{REPO}/pull/4242|#4242>" in texts
+    assert "by <@U0BOB>" in texts  # GitHub noreply email -> login -> Slack id
+    assert "by Eve Unmapped · PR" in texts  # unmapped: named, not mentioned
+    assert "culprit not found yet" in texts
+    assert "3/10 failed (30%) on cuda:0" in texts
+    assert "*1* still failing" in texts and "*2* fixed" in texts and "vs run #790" in texts
+    assert "`time_to_first_token_secs` (llama, NVIDIA A10G) +11.5%, p=2e-09" in texts
+    assert [r.text for r in report.replies] == ["gemma: 1 failing", "llama: 4 failing", "mistral: 1 failing"]
+    assert "RuntimeError: NCCL error" in "\n".join(iter_texts(report.replies[1].blocks))
+
+
+def test_nothing_from_tests_or_commits_becomes_a_mention_or_link() -> None:
+    report = build_report(realistic(), LINKS, MENTIONS)
+    blob = json.dumps(report.payload(), ensure_ascii=False)
+    assert "<!channel>" not in blob and "<!here>" not in blob and "<https://evil" not in blob
+    assert "&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;" in blob
+    for message in [report.main, *report.replies]:
+        for text in iter_texts(message.blocks):
+            for target in re.findall(r"<([^>|]*)", text):
+                assert target.startswith((REPO, "https://grafana.example", "@U0")), target
+
+
+def test_escape() -> None:
+    assert escape("a < b && c > d") == "a &lt; b &amp;&amp; c &gt; d"
+    assert escape(None) == ""
+
+
+def test_limits_with_thousands_of_failures() -> None:
+    data = realistic()
+    long_msg = "E" * 5000
+    data.new_failures = [FailureItem(f"tests/test_big.py::test_case_{i}_" + "x" * 200, "llama", "slow", "failed",
+                                     long_msg, i % 2 == 0, None) for i in range(3000)]
+    data.flaky = [FlakyItem(f"tests/test_flaky.py::test_{i}", "cpu", 1, 3) for i in range(500)]
+    data.models = [ModelRow(f"model_{i}", i, i) for i in range(200)]
+    report = build_report(data, LINKS, MENTIONS)
+    for message in [report.main, *report.replies]:
+        assert len(message.blocks) <= MAX_BLOCKS
+        for block in message.blocks:
+            if block["type"] == "section" and "text" in block:
+                assert len(block["text"]["text"]) <= 3000
+            for f in block.get("fields", []):
+                assert len(f["text"]) <= 2000
+    texts = "\n".join(iter_texts(report.main.blocks))
+    assert re.search(r"… \d+ more \(<https://github.com/acme/models/actions/runs/9001\|see all>\)", texts)
+    assert "… 175 more models" in texts
+    assert report.main.blocks[-1]["type"] == "context"  # the counts survive truncation
+    assert "*3000* new" in texts
+    shown = sum(t.count("• `tests/test_big.py") for t in iter_texts(report.main.blocks))
+    hidden = int(re.search(r"… (\d+) more \(<https://github.com/acme/models/actions", texts).group(1))
+    assert shown + hidden == 3000
+
+
+@pytest.mark.parametrize(("author", "email", "expected"), [
+    ("Ada", "ADA@example.com", "<@U0ADA>"),
+    ("bob", "1234+bobdev@users.noreply.github.com", "<@U0BOB>"),
+    ("<!channel>", "nobody@example.com", "&lt;!channel&gt;"),
+    (None, None, "unknown author"),
+])
+def test_mentions(author: str | None, email: str | None, expected: str) -> None:
+    assert MENTIONS.render(author, email) == expected
+
+
+def test_mention_ids_are_never_markup() -> None:
+    assert Mentions({"a@b.c": "U1> <!channel"}).render("A", "a@b.c") == "A"
