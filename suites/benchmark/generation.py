@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import os
 import resource
 import sys
+import time
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -44,6 +46,12 @@ SEED_METRICS = (
 )
 _ORDINALS = ("first", "second", "third", "fourth")
 _MB = 1024.0 * 1024.0
+
+
+def _log(msg: str) -> None:
+    """Progress line on stderr when ``HARNESS_BENCH_VERBOSE=1`` (shown with ``pytest -s``)."""
+    if os.environ.get("HARNESS_BENCH_VERBOSE") == "1":
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def prefill_step(model: nn.Module, idx: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
@@ -231,6 +239,7 @@ def run_case(
         model, m["model_load_time"] = timed(
             lambda: family.build(config, device=dev, dtype=settings.torch_dtype, seed=0), dev
         )
+        _log(f"{config}: built in {m['model_load_time']:.1f}s")
         model.setup_caches(batch, prompt_len + n_new, static=True)
         gen = torch.Generator(device=dev).manual_seed(1234)
         prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_len), device=dev, generator=gen)
@@ -239,9 +248,14 @@ def run_case(
             eager_tokens = m.pop("_eager_tokens")  # type: ignore[assignment]
             dec = Decoder(model, settings, batch, prompt_len, n_new)
             _eager_decode_rate(dec, prompt, settings, m)
+            _log(f"{config}: eager done, {m['eager_time_per_token_secs'] * 1e3:.2f} ms/token; compiling")
             dec.compile(fullgraph)
             compiled_tokens = _first_tokens(dec, prompt, n_new, dev, m)
+            _log(
+                f"{config}: ttft {m['time_to_first_token_secs']:.1f}s, 2nd {m['time_to_second_token_secs']:.1f}s"
+            )
             _compile_generates(dec, prompt, settings, dev, m)
+            _log(f"{config}: compile-generate {m['first_compile_generate_time_secs']:.1f}s; measuring")
             prefill_s, per_token_s = _measured(dec, prompt, settings, dev)
         m["greedy_prefix_agreement"] = _prefix_agreement(eager_tokens, compiled_tokens)  # type: ignore[arg-type]
         m["cudagraph_skips"] = float(_counter("inductor", "cudagraph_skips") - skips0)
@@ -363,14 +377,20 @@ def _roofline(model, m, ceilings: rl.Ceilings, batch: int, prompt_len: int, n_ne
     decode_floor = step_bytes / ceilings.copy_bytes_per_s
     flops = rl.prefill_flops(cost, batch, prompt_len)
     prefill_floor = flops / ceilings.matmul_flops_per_s
+    all_params = cost.dense_weight_bytes + cost.expert_weight_bytes + cost.embedding_table_bytes
     return {
         "copy_bandwidth_bytes_per_sec": ceilings.copy_bytes_per_s,
         "matmul_flops_per_sec": ceilings.matmul_flops_per_s,
         "weight_bytes": float(cost.dense_weight_bytes + cost.expert_weight_bytes),
+        "expert_weight_bytes": float(cost.expert_weight_bytes),
         "decode_bytes_per_step": step_bytes,
         "decode_floor_secs": decode_floor,
         "decode_efficiency": rl.efficiency(decode_floor, m["time_per_token_median_secs"]),
         "eager_decode_efficiency": rl.efficiency(decode_floor, m["eager_time_per_token_secs"]),
+        # the usual shortcut (every parameter byte once per step), for comparison with others' figures
+        "decode_efficiency_all_params": rl.efficiency(
+            all_params / ceilings.copy_bytes_per_s, m["time_per_token_median_secs"]
+        ),
         "achieved_bandwidth_bytes_per_sec": step_bytes / m["time_per_token_median_secs"],
         "prefill_flops": flops,
         "prefill_floor_secs": prefill_floor,

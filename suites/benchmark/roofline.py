@@ -95,6 +95,7 @@ class ModelCost:
     dense_weight_bytes: int  # read once per step whatever the batch (linears, norms, tied head)
     expert_weight_bytes: int  # MoE expert tensors: only the routed experts are read
     embedding_row_bytes: int  # untied embedding tables: one row per token
+    embedding_table_bytes: int  # ... whose whole tables a naive count would add
     dense_matmul_params: int  # weights in matrix products, per token (2 FLOPs each)
     expert_matmul_params: int  # all experts' matmul weights (each token uses top_k of them)
     num_experts: int
@@ -135,7 +136,7 @@ def model_cost(
     linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     embed_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     seen: set[int] = set()
-    dense_bytes = expert_bytes = embed_row = dense_mm = expert_mm = 0
+    dense_bytes = expert_bytes = embed_row = embed_table = dense_mm = expert_mm = 0
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) in seen:
             continue
@@ -143,6 +144,7 @@ def model_cost(
         nbytes = p.numel() * p.element_size()
         if id(p) in embed_weights and id(p) not in linear_weights:
             embed_row += p.shape[-1] * p.element_size()  # lookup reads one row per token
+            embed_table += nbytes
         elif _is_expert(name, p, num_experts):
             expert_bytes += nbytes
             expert_mm += p.numel()
@@ -154,6 +156,7 @@ def model_cost(
         dense_weight_bytes=dense_bytes,
         expert_weight_bytes=expert_bytes,
         embedding_row_bytes=embed_row,
+        embedding_table_bytes=embed_table,
         dense_matmul_params=dense_mm,
         expert_matmul_params=expert_mm,
         num_experts=num_experts,
