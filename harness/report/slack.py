@@ -44,7 +44,9 @@ class SlackError(HarnessError):
 class SlackConfig:
     """SLACK_BOT_TOKEN / SLACK_WEBHOOK_URL / SLACK_CHANNEL (flags override); SLACK_USERS_FILE maps git
     emails and GitHub logins to Slack user ids (TOML or JSON: `"ada@example.com" = "U0123"`);
-    SLACK_API_URL points the Web API client elsewhere (a proxy, or a local stand-in in tests)."""
+    SLACK_API_URL points the Web API client elsewhere (a proxy, or a local stand-in in tests);
+    SLACK_MAX_RETRIES (4) and SLACK_RETRY_BACKOFF_S (0.5: waits 0.5, 1, 2, 4 s) tune retries of 5xx
+    and connection errors (429s wait as long as Slack's Retry-After says)."""
 
     bot_token: str | None = None
     webhook_url: str | None = None
@@ -61,7 +63,9 @@ class SlackConfig:
                    webhook_url=os.environ.get("SLACK_WEBHOOK_URL") or None,
                    channel=channel or os.environ.get("SLACK_CHANNEL") or None,
                    users_file=users_file or os.environ.get("SLACK_USERS_FILE") or None,
-                   base_url=os.environ.get("SLACK_API_URL") or DEFAULT_BASE_URL, **overrides)
+                   base_url=os.environ.get("SLACK_API_URL") or DEFAULT_BASE_URL,
+                   max_retries=_env_number("SLACK_MAX_RETRIES", cls.max_retries, int),
+                   backoff_s=_env_number("SLACK_RETRY_BACKOFF_S", cls.backoff_s, float), **overrides)
 
     def secrets(self) -> list[str]:
         return [s for s in (self.bot_token, self.webhook_url) if s]
@@ -100,6 +104,19 @@ class SlackConfig:
             raise SlackError(f"{path} must map emails / GitHub logins to Slack user ids, "
                              'e.g. "ada@example.com" = "U0123ABC"')
         return Mentions(users)
+
+
+def _env_number(name: str, default: Any, kind: type) -> Any:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SlackError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise SlackError(f"{name}={raw!r} must be >= 0")
+    return value
 
 
 class _ProportionalJitter(Jitter):
