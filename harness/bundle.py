@@ -99,6 +99,7 @@ RECORD_TYPES: dict[str, type] = {
     "run": RunRecord, "result": ResultRecord, "benchmark": BenchmarkRecord, "run_end": RunEnd,
 }
 _KIND_OF = {cls: kind for kind, cls in RECORD_TYPES.items()}
+_FIELDS = {cls: frozenset(f.name for f in fields(cls)) for cls in RECORD_TYPES.values()}
 Record = RunRecord | ResultRecord | BenchmarkRecord | RunEnd
 
 
@@ -151,7 +152,7 @@ def from_dict(data: dict[str, Any]) -> Record:
     cls = RECORD_TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise ValueError(f"unknown record kind {kind!r}")
-    known = {f.name for f in fields(cls)}
+    known = _FIELDS[cls]
     return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -54,6 +54,16 @@ def connect(url: str) -> tuple[Any, str] | None:
     return None
 
 
+def _copy_field(value: Any) -> str:
+    """One field in COPY text format (bound data, not SQL: escaping per the COPY spec)."""
+    if value is None:
+        return "\\N"
+    text = value if isinstance(value, str) else str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
 class FastWriter:
     """Writes run, result and run-end records; hands every other record back to the caller."""
 
@@ -61,6 +71,9 @@ class FastWriter:
         self.conn, self.mark = conn, mark
         self.run_ids: dict[str, int] = {}
         self.is_pg = mark == "%s"
+        self.results_added = 0
+        self.runs_added = 0
+        self._staging = False
 
     def at_head(self) -> bool:
         cur = self.conn.cursor()
@@ -91,6 +104,12 @@ class FastWriter:
                       None, "partial"]
             values[RUN_COLUMNS.index("gpu_count")] = 0
             fill = None
+        cur.execute(f"SELECT id FROM runs WHERE uuid = {self.mark}", (uuid,))
+        found = cur.fetchone()
+        if found and header is None:
+            self.run_ids[uuid] = found[0]
+            return found[0]
+        self.runs_added += 0 if found else 1
         sql = (f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({self._params(len(RUN_COLUMNS))}) "
                f"ON CONFLICT (uuid) DO " + (f"UPDATE SET {fill}" if fill else "NOTHING"))
         cur.execute(sql, values)
@@ -117,20 +136,34 @@ class FastWriter:
             else:
                 rest.append(rec)
         if rows:
-            head = f"INSERT INTO test_results ({', '.join(RESULT_COLUMNS)}) VALUES "
-            tail = " ON CONFLICT (run_id, nodeid_hash, attempt) DO NOTHING"
-            if self.is_pg:
-                from psycopg2.extras import execute_values
-
-                execute_values(cur, head + "%s" + tail, rows, page_size=1000)
-            else:
-                cur.executemany(head + f"({self._params(len(RESULT_COLUMNS))})" + tail, rows)
+            self._insert_results(cur, rows)
         for end in ends:
             run_id = self._run_id(cur, end.run, None)
             cur.execute(f"UPDATE runs SET status = {self.mark}, finished_at = {self.mark} WHERE id = {self.mark}",
                         (end.status, _naive_utc(end.finished_at), run_id))
         self.conn.commit()
         return rest
+
+    def _insert_results(self, cur: Any, rows: list[tuple]) -> None:
+        cols = ", ".join(RESULT_COLUMNS)
+        conflict = " ON CONFLICT (run_id, nodeid_hash, attempt) DO NOTHING"
+        if not self.is_pg:
+            before = self.conn.total_changes
+            cur.executemany(f"INSERT INTO test_results ({cols}) VALUES ({self._params(len(RESULT_COLUMNS))})"
+                            + conflict, rows)
+            self.results_added += self.conn.total_changes - before
+            return
+        import io
+
+        cur.execute("SET LOCAL synchronous_commit = off")  # re-runnable, idempotent writes: no fsync wait
+        if not self._staging:  # per connection; emptied by every commit
+            cur.execute(f"CREATE TEMP TABLE harness_results_in ON COMMIT DELETE ROWS AS SELECT {cols} "
+                        "FROM test_results WITH NO DATA")
+            self._staging = True
+        buf = io.StringIO("".join("\t".join(_copy_field(v) for v in row) + "\n" for row in rows))
+        cur.copy_expert(f"COPY harness_results_in ({cols}) FROM STDIN", buf)
+        cur.execute(f"INSERT INTO test_results ({cols}) SELECT {cols} FROM harness_results_in" + conflict)
+        self.results_added += max(cur.rowcount, 0)
 
     def close(self) -> None:
         self.conn.close()
