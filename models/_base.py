@@ -5,6 +5,7 @@ No ``ModelArgs`` here: the platform finds families by that class name in ``model
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Callable, Iterable
 
@@ -67,13 +68,12 @@ def setup_kv_caches(model: nn.Module, attn_layers: Iterable[nn.Module], max_batc
     """Give every attention layer a :class:`KVCache` (on its own device) and the model a :class:`CacheState`."""
     if max_positions is not None and max_seq_length > max_positions:
         raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's {max_positions} positions")
-    first = next(model.parameters())
+    first = next(p for p in model.parameters() if p.is_floating_point())  # the embedding: model dtype
     model.cache_state = CacheState(max_batch_size, max_seq_length, static=static, device=first.device)
     for layer in attn_layers:
-        p = next(layer.parameters())
+        device = next(itertools.chain(layer.parameters(), layer.buffers())).device  # quantized: buffers only
         layer.kv_cache = KVCache(max_batch_size, max_seq_length, n_kv_heads, head_dim,
-                                 dtype=p.dtype if p.is_floating_point() else first.dtype,
-                                 device=p.device, static=static)
+                                 dtype=first.dtype, device=device, static=static)
 
 
 def clear_kv_caches(model: nn.Module, attn_layers: Iterable[nn.Module]) -> None:

@@ -126,7 +126,7 @@ class Transformer(nn.Module):
             return "normal", 2.0 * c.dim**-0.5
         std = p.shape[1] ** -0.5
         if name.endswith("c_proj.weight"):
-            std /= (2 * c.n_layers) ** 0.5
+            std *= 2.0  # outweigh the tied embedding, else a random model repeats its input token
         return "normal", std
 
     def reset_parameters(self, seed: int = 0) -> None:

@@ -196,7 +196,9 @@ def _inductor_options(settings: Settings) -> Iterator[None]:
         return
     import torch._inductor.config as inductor_config
 
-    with inductor_config.patch(coordinate_descent_tuning=settings.coordinate_descent_tuning):
+    with inductor_config.patch(
+        coordinate_descent_tuning=settings.coordinate_descent_tuning, freezing=settings.freeze
+    ):
         yield
 
 

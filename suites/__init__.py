@@ -1,0 +1,1 @@
+"""Model suites run by the harness: slow, fa2, quantization (and benchmark), over every model."""

@@ -1,0 +1,1 @@
+"""The fa2 suite."""
