@@ -34,9 +34,14 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 BACKENDS = ("eager", "sdpa", "flash")
-_state = {"backend": os.environ.get("MODELS_ATTN_BACKEND", "sdpa")}
+_state: dict = {"backend": os.environ.get("MODELS_ATTN_BACKEND", "sdpa"), "flash_varlen": True}
 if _state["backend"] not in BACKENDS:
     raise ValueError(f"MODELS_ATTN_BACKEND={_state['backend']!r}; expected one of {BACKENDS}")
+
+
+def set_flash_varlen(enabled: bool) -> None:
+    """Let padded flash batches use PyTorch's varlen kernel (default) or one flash call per sequence."""
+    _state["flash_varlen"] = bool(enabled)
 
 
 def set_attention_backend(name: str) -> None:
@@ -166,7 +171,7 @@ def _flash(q, k, v, causal, mask, window, scale) -> torch.Tensor:
             mask = None
     if mask is None:
         return _flash_dense(q, k, v, causal, window, scale)
-    if q.is_cuda and _varlen_fn() is not None:
+    if q.is_cuda and _state["flash_varlen"] and _varlen_fn() is not None:
         return _flash_varlen(q, k, v, causal, mask.bool(), window, scale)
     return _flash_per_sequence(q, k, v, causal, mask.bool(), window, scale)
 
@@ -288,3 +293,8 @@ def _flash_varlen(q, k, v, causal, mask, window, scale) -> torch.Tensor:
     full = q.new_zeros(b, tq, h, d)
     full[qmask] = out
     return full.transpose(1, 2)
+
+
+def flash_varlen_available() -> bool:
+    """True when this torch has a varlen FlashAttention entry point with windows and GQA."""
+    return _varlen_fn() is not None
