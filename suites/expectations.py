@@ -1,6 +1,6 @@
 """Device-keyed expected values for the slow suite (library part of ``harness expectations update``).
 
-Values live in ``suites/expectations/<model>.json`` as ``{check: {device key: value}}``. A device key
+Values live in ``suites/expectations/<model>.json`` (or ``$HARNESS_EXPECTATIONS_DIR``) as ``{check: {device key: value}}``. A device key
 is ``"<type>"`` or ``"<type>:<major>.<minor>"`` (compute capability), e.g. ``"cpu"``, ``"cuda:9.0"``;
 ``"default"`` matches any device. :meth:`Expectations.find` picks the best match for the device
 the test runs on: same type and capability, then same type and major version, then the bare type,
@@ -26,8 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-EXPECTATIONS_DIR = Path(__file__).with_name("expectations")
+DEFAULT_DIR = Path(__file__).with_name("expectations")
+DIR_ENV = "HARNESS_EXPECTATIONS_DIR"  # read / record somewhere else (tests, scratch runs)
 UPDATE_ENV = "HARNESS_UPDATE_EXPECTATIONS"
+
+
+def expectations_dir() -> Path:
+    """Where the json files live: ``$HARNESS_EXPECTATIONS_DIR`` or ``suites/expectations``."""
+    raw = os.environ.get(DIR_ENV, "").strip()
+    return Path(raw) if raw else DEFAULT_DIR
 
 
 def update_mode() -> bool:
@@ -101,7 +108,7 @@ class Expectations:
 
 
 def path_for(model: str, root: Path | None = None) -> Path:
-    return (root or EXPECTATIONS_DIR) / f"{model}.json"
+    return (root or expectations_dir()) / f"{model}.json"
 
 
 def load(model: str, root: Path | None = None) -> dict[str, dict[str, Any]]:
@@ -169,7 +176,7 @@ def _short(value: Any, limit: int = 120) -> str:
 
 def recorded(root: Path | None = None) -> dict[str, dict[str, list[str]]]:
     """What is on file: ``{model: {check: [device keys]}}``."""
-    base = root or EXPECTATIONS_DIR
+    base = root or expectations_dir()
     return {p.stem: {c: sorted(v) for c, v in load(p.stem, base).items()}
             for p in sorted(base.glob("*.json"))}
 
