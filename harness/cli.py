@@ -235,6 +235,45 @@ def notify_slack_cmd(
         typer.echo(outcome_line(result), err=not result.delivered)
 
 
+dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards as code.")
+app.add_typer(dashboards_app, name="dashboards")
+
+
+@dashboards_app.command("build")
+def dashboards_build_cmd(
+    out: Annotated[str, typer.Option("--out", help="folder for the dashboard JSON")] = "dashboards/json",
+    check: Annotated[bool, typer.Option("--check", help="write nothing; exit 1 if the JSON is stale")] = False,
+) -> None:
+    """Regenerate the dashboard JSON from harness/report/dashboards/."""
+    from harness.report.dashboards import build_dashboards, stale
+
+    if check:
+        bad = stale(out)
+        typer.echo("\n".join(f"stale: {p}" for p in bad) or f"dashboards in {out} are up to date")
+        raise typer.Exit(1 if bad else 0)
+    typer.echo("\n".join(f"wrote {p}" for p in build_dashboards(out)))
+
+
+@dashboards_app.command("push")
+def dashboards_push_cmd(
+    src: Annotated[str, typer.Option("--out", "--src", help="folder of dashboard JSON")] = "dashboards/json",
+    url: Annotated[str | None, typer.Option("--url", help="Grafana URL (default: GRAFANA_URL)")] = None,
+    folder: Annotated[str, typer.Option("--folder", help="Grafana folder title")] = "Harness",
+    as_json: JsonOption = False,
+) -> None:
+    """Create or overwrite the dashboards in a Grafana folder (token: GRAFANA_TOKEN)."""
+    from dataclasses import asdict
+
+    from harness.report.grafana import GrafanaConfig, push_dashboards
+
+    result = push_dashboards(GrafanaConfig.from_env(url), folder=folder, src=src)
+    if as_json:
+        print_json(asdict(result))
+    else:
+        typer.echo("\n".join(f"pushed {d['title']} (version {d['version']}) to folder {folder}"
+                             for d in result.dashboards))
+
+
 # ---- verbs are added above this line -------------------------------------------------------------
 
 

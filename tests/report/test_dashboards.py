@@ -1,0 +1,140 @@
+"""Dashboards as code: committed JSON is current, and every panel's SQL runs on real Postgres, as the
+read-only Grafana role, over results recorded by real pytest runs, returning the panel's columns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from harness.cli import main
+from harness.report.dashboards import DEFAULT_OUT, Board, boards, build_dashboards, render, stale
+from harness.store.schema import nodeid_hash
+
+from .conftest import Populated
+from .grafana_sql import expand
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / DEFAULT_OUT
+READER_SQL = ROOT / "dashboards" / "sql" / "grafana_reader.sql"
+
+# Panels that must show something for the populated store (the rest may legitimately be empty).
+MUST_HAVE_ROWS = {
+    "harness-ci-overview": {"Pass rate per model", "New failures", "Flaky tests (top N by fail rate)",
+                            "Slowest tests", "Suite wall time per runner group", "Recent runs", "Culprits"},
+    "harness-test-history": {"Outcome over time", "Duration", "Runs of this test, by commit",
+                             "Culprits and flake record", "Culprits of this test"},
+    "harness-benchmarks": {"Eager forward pass", "Time to first / second / third token", "Next token (mean)",
+                           "Compiled generate, calls 1-4", "Roofline efficiency", "Device usage per benchmark",
+                           "Benchmarks by commit", "Performance alerts", "Culprits"},
+}
+
+
+def test_committed_json_is_current() -> None:
+    """Fails when dashboards/json/ was not regenerated after a change: run `harness dashboards build`."""
+    assert stale(COMMITTED) == [], "run `harness dashboards build` and commit dashboards/json/"
+
+
+def test_build_and_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "json"
+    assert main(["dashboards", "build", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["harness-benchmarks.json", "harness-ci-overview.json",
+                                                     "harness-test-history.json"]
+    assert main(["dashboards", "build", "--out", str(out), "--check"]) == 0
+    (out / "harness-benchmarks.json").write_text("{}")
+    assert main(["dashboards", "build", "--out", str(out), "--check"]) == 1
+    assert "stale: " in capsys.readouterr().out
+
+
+def test_dashboard_structure() -> None:
+    for board in boards():
+        d = json.loads(render(board))
+        ids = [p["id"] for p in d["panels"]]
+        assert len(ids) == len(set(ids))
+        for p in d["panels"]:
+            assert p["datasource"]["uid"] == "harness-postgres"
+            assert p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
+            assert p["targets"][0]["rawSql"]
+        assert {a["name"] for a in d["annotations"]["list"][1:]}  # culprits / perf alerts annotations
+
+
+@pytest.fixture(scope="module")
+def reader(populated: Populated) -> Iterator[Engine]:
+    """The populated database, reached as the read-only role that the shipped SQL creates."""
+    owner = create_engine(populated.url)
+    raw = owner.raw_connection()  # the file as psql would run it (no parameter interpolation)
+    try:
+        raw.cursor().execute(READER_SQL.read_text())
+        raw.commit()
+    finally:
+        raw.close()
+    owner.dispose()
+    engine = create_engine(make_url(populated.url).set(username="grafana_reader"))
+    yield engine
+    engine.dispose()
+
+
+def _variables(engine: Engine, board: Board, test: str) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {"test": [nodeid_hash(test)]}
+    with engine.connect() as conn:
+        for var in board.variables:
+            if var["type"] == "custom":
+                values[var["name"]] = [var["current"]["value"]]
+            elif var["name"] not in values:
+                rows = conn.execute(text(expand(var["query"], values))).mappings().all()
+                values[var["name"]] = [r["__value"] for r in rows] or ["(none)"]  # "All"
+    return values
+
+
+@pytest.mark.parametrize("uid", sorted(MUST_HAVE_ROWS))
+def test_every_query_runs_and_returns_its_columns(reader: Engine, uid: str) -> None:
+    board = next(b for b in boards() if b.uid == uid)
+    variables = _variables(reader, board, "tests/test_llama.py::test_generate")
+    assert all(variables.values())
+    empty = []
+    with reader.connect() as conn:
+        for q in board.queries:
+            result = conn.execute(text(expand(q.sql, variables)))
+            if q.columns:
+                assert tuple(result.keys()) == q.columns, q.where
+            rows = result.all()
+            if not rows:
+                empty.append(q.where)
+    assert not (MUST_HAVE_ROWS[uid] & set(empty)), f"no rows from {sorted(MUST_HAVE_ROWS[uid] & set(empty))}"
+
+
+def test_queries_see_the_recorded_facts(reader: Engine, populated: Populated) -> None:
+    board = next(b for b in boards() if b.uid == "harness-ci-overview")
+    variables = _variables(reader, board, "")
+    q = next(q for q in board.queries if q.where == "New failures")
+    with reader.connect() as conn:
+        rows = conn.execute(text(expand(q.sql, variables))).mappings().all()
+    generate = [r for r in rows if r["test"] == "tests/test_llama.py::test_generate"]
+    assert generate and generate[0]["culprit"] == populated.bad_sha[:10] and generate[0]["pr"] == 42
+    assert generate[0]["runner_group"] == "single-gpu"
+    assert all(r["test"] != "tests/test_mistral.py::test_old_bug" for r in rows)  # never passed: not new
+
+    bench = next(b for b in boards() if b.uid == "harness-benchmarks")
+    variables = _variables(reader, bench, "")
+    roof = next(q for q in bench.queries if q.where == "Roofline efficiency")
+    ttft = next(q for q in bench.queries if q.where == "Time to first / second / third token")
+    with reader.connect() as conn:
+        metrics = {r.metric for r in conn.execute(text(expand(roof.sql, variables)))}
+        firsts = [r[2] for r in conn.execute(text(expand(ttft.sql, variables)))]
+    assert {"llama float32 decode_efficiency", "llama float32 prefill_efficiency"} <= metrics
+    assert 0.51 in firsts  # the value the benchmark test recorded through the plugin
+
+
+def test_reader_role_cannot_write(reader: Engine) -> None:
+    with reader.connect() as conn, pytest.raises(DBAPIError, match="read-only transaction"):
+        conn.execute(text("DELETE FROM culprits"))
+
+
+def test_build_writes_into_any_folder(tmp_path: Path) -> None:
+    paths = build_dashboards(tmp_path / "a" / "b")
+    assert all(p.read_text() == render(b) for p, b in zip(paths, boards(), strict=True))
