@@ -235,6 +235,33 @@ def notify_slack_cmd(
         typer.echo(outcome_line(result), err=not result.delivered)
 
 
+targets_app = typer.Typer(no_args_is_help=True, help="Target repositories under test.")
+app.add_typer(targets_app, name="targets")
+
+
+@targets_app.command("check")
+def targets_check(
+    repo: Annotated[str, typer.Option("--repo", help="target git repository")] = ".",
+    models: Annotated[str, typer.Option("--models", help="comma-separated model names, or 'all'")] = "all",
+    suite: Annotated[str | None, typer.Option("--suite", help="suites to explain (default: all that apply)")] = None,
+    runner_group: Annotated[str, typer.Option("--runner-group", help="cpu | single-gpu | multi-gpu")] = "cpu",
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a target's [tool.harness] and print what `harness run` would execute, and why."""
+    from harness.run.explain import explain
+    from harness.run.runner_groups import validate_group
+
+    plan = explain(repo, models, suite, validate_group(runner_group))
+    if as_json:
+        print_json(plan.as_json())
+        return
+    typer.echo(f"target {plan.root}\n  described by: {plan.source}\n  models: {', '.join(plan.models_known) or '-'}"
+               f"\n  selected: {', '.join(plan.models_selected) or 'all tests'}\n  install: {plan.install or '-'}")
+    for s in plan.suites:
+        typer.echo(f"suite {s.suite}: {' '.join(s.command)}\n  env: {s.env or '-'}; runner groups: "
+                   f"{', '.join(s.runner_groups)}\n  why: {s.why}")
+
+
 dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards as code.")
 app.add_typer(dashboards_app, name="dashboards")
 

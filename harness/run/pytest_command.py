@@ -45,14 +45,12 @@ def build_pass(target: Target, suite: SuiteSpec, models: list[str], *, run_uuid:
                workers: int, gpu_count: int, multi_gpu: bool | None, timeout: float | None) -> PytestPass:
     """The argv and env of one pytest pass (crash isolation: always through xdist workers)."""
     argv = [sys.executable, "-m", "pytest", *target.pytest_paths(suite, models),
-            "-p", "no:cacheprovider", "-q", "-rN", "--color=no",
+            "--rootdir", str(target.root), "-p", "no:cacheprovider", "-q", "-rN", "--color=no",
             "--harness-bundle", str(bundle), "--harness-run-uuid", run_uuid, "--harness-suite", suite.name,
             "--harness-models", ",".join(models or target.models), "--max-worker-restart", "1000"]
     expression = marker_expression(suite, multi_gpu)
     if expression:
         argv += ["-m", expression]
-    if not target.models and not target.model_paths and models:
-        argv += ["-k", " or ".join(models)]  # a target without a model registry: names select tests
     argv += ["-n", "1"] if multi_gpu else worker_specs(workers, gpu_count)
     if timeout:
         argv += ["--timeout", str(timeout), "--timeout-method", "signal"]

@@ -47,6 +47,7 @@ class Target:
     install: str | None = None
     important: list[str] = field(default_factory=list)
     source: str = "defaults"
+    generic: bool = False  # no config, no preset: models are names found in test file paths
 
     def resolve_models(self, spec: str | list[str]) -> list[str]:
         """`all` or a comma list to known model names; unknown names are bad input."""
@@ -56,9 +57,15 @@ class Target:
             raise HarnessError("--models is empty: name models (e.g. --models llama) or use --models all")
         if names == ["all"]:
             return list(self.models)
+        if self.generic:
+            for n in names:
+                if not generic_test_files(self.root, n):
+                    raise HarnessError(f"unknown model {n!r}: no test file path under {self.root} names it")
+            return names
         unknown = [n for n in names if n not in self.models]
-        if unknown and self.models:
-            raise HarnessError(f"unknown model {unknown[0]!r} (known: {', '.join(self.models)})")
+        if unknown:
+            known = ", ".join(self.models) or "none registered"
+            raise HarnessError(f"unknown model {unknown[0]!r} (known: {known})")
         return names
 
     def resolve_suites(self, spec: str | None, runner_group: str) -> list[SuiteSpec]:
@@ -75,12 +82,23 @@ class Target:
         return out
 
     def pytest_paths(self, suite: SuiteSpec, models: list[str]) -> list[str]:
-        """Test paths for one suite and some models."""
-        if self.model_paths:
-            per_model = [self.model_paths.format(model=m) for m in models]
-            per_model = [p for p in per_model if (self.root / p).exists()]
-            return per_model + [p for p in suite.paths if "{model}" not in p]
-        return list(suite.paths) or ["."]
+        """Test paths for one suite and some models.
+
+        A suite path may hold `{model}` (one path per model; missing ones are dropped); a suite with no
+        paths uses the target's `model_paths` pattern; a target with neither runs the test files whose
+        path names the model (or everything when no model is named)."""
+        patterns = suite.paths or ([self.model_paths] if self.model_paths else [])
+        if not patterns:
+            if not models or not self.generic:
+                return ["."]
+            return [p for m in models for p in generic_test_files(self.root, m)]
+        out: list[str] = []
+        for pattern in patterns:
+            if "{model}" in pattern:
+                out += [q for q in (pattern.format(model=m) for m in models) if (self.root / q).exists()]
+            else:
+                out.append(pattern)
+        return list(dict.fromkeys(out))
 
 
 def discover_models(root: Path, models_dir: str | None, model_paths: str | None) -> list[str]:
@@ -97,6 +115,21 @@ def discover_models(root: Path, models_dir: str | None, model_paths: str | None)
         if base.is_dir():
             return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
     return []
+
+
+SKIP_DIRS = {".git", ".venv", "venv", "node_modules", ".harness", "__pycache__", "build", "dist", ".tox"}
+
+
+def generic_test_files(root: Path, name: str) -> list[str]:
+    """Test files (`test_*.py`, `*_test.py`) whose path relative to `root` contains `name`."""
+    found = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if set(rel.parts) & SKIP_DIRS:
+            continue
+        if (path.name.startswith("test_") or path.name.endswith("_test.py")) and name in rel.as_posix():
+            found.append(rel.as_posix())
+    return sorted(found)
 
 
 def _read_table(root: Path) -> tuple[dict[str, Any], str]:
@@ -153,6 +186,14 @@ def load_target(root: str | Path) -> Target:
     """Read the target description of the repository at `root`."""
     root = Path(root).resolve()
     table, source = _read_table(root)
+    if not table:
+        from harness.run.presets import detect_preset
+
+        preset = detect_preset(root)
+        if preset is None:
+            return Target(root=root, models=[], suites={"all": SuiteSpec(name="all", paths=[])}, generic=True,
+                          source="generic: any test file, `--models` matches test file paths")
+        table, source = preset
     extra = set(table) - TOP_KEYS
     if extra:
         raise TargetConfigError(f"{source}: unknown key '{sorted(extra)[0]}' (known: {', '.join(sorted(TOP_KEYS))})")
