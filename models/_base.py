@@ -48,17 +48,29 @@ def init_parameters(model: nn.Module, seed: int, rule: InitRule) -> None:
             raise ValueError(f"unknown init kind {kind!r} for {name}")
 
 
+def instantiate(factory: Callable[[], nn.Module], device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32) -> nn.Module:
+    """``factory()`` with uninitialised weights of ``dtype`` on ``device``, built on meta first.
+
+    No weights are allocated before the target device (a 7B model never lands in CPU memory on
+    its way to a GPU). A CPU target skips the meta step: same memory, and no meta-kernel import.
+    """
+    target = torch.device(device)
+    with torch.device("cpu" if target.type == "cpu" else "meta"):
+        model = factory().to(dtype=dtype)
+    if target.type not in ("cpu", "meta"):
+        model = model.to_empty(device=target)
+    if target.type != "meta" and hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return model
+
+
 def build_model(cls: type[nn.Module], name: str, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
-    """Construct ``cls.from_name(name)`` on the meta device, then materialise and init on ``device``."""
-    with torch.device("meta"):
-        model = cls.from_name(name).to(dtype=dtype)
-    if torch.device(device).type == "meta":
-        return model.eval()
-    model = model.to_empty(device=device)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    init_parameters(model, seed, model.init_rule)
+    """``cls.from_name(name)`` materialised on ``device`` and initialised from ``seed`` (see init_parameters)."""
+    model = instantiate(lambda: cls.from_name(name), device, dtype)
+    if torch.device(device).type != "meta":
+        init_parameters(model, seed, model.init_rule)
     return model.eval()
 
 

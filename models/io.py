@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models._base import instantiate
+
 
 def _safetensors():
     try:
@@ -67,14 +69,10 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
         raise ValueError(f"{path} has no family/config metadata; use load_into() with a built model")
     mod = importlib.import_module(f"models.{meta['family']}")
     args = mod.ModelArgs(**json.loads(meta["config"]))
-    with torch.device("meta"):
-        model = mod.Transformer(args)
     with _open(path) as f:
         keys = list(f.keys())
         dtype = f.get_slice(keys[0]).get_dtype() if keys else "F32"
-    model = model.to(dtype=_DTYPES[dtype]).to_empty(device=device)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
+    model = instantiate(lambda: mod.Transformer(args), device, _DTYPES[dtype])
     return load_into(model, path).eval()
 
 

@@ -37,7 +37,7 @@ def test_greedy_generation_matches_expectations(make_model, native_dtype, device
     expect(f"greedy_tokens/{_dname(native_dtype)}", out[0, ids.shape[1]:].tolist())
 
 
-def test_logits_match_expectations(make_model, native_dtype, device, expect) -> None:
+def test_logits_slice_matches_expectations(make_model, native_dtype, device, expect) -> None:
     model = make_model(native_dtype)
     with torch.no_grad():
         logits = model(_prompt(device))[0, -3:, :8].float()
