@@ -88,15 +88,15 @@ class Alert:
 
     @property
     def threshold(self) -> float:
-        """Half the relative change: a probe that moved this much from the good side is on the bad
-        side (`harness bisect --threshold` takes a relative change)."""
-        return abs(self.change) / 2.0
+        """The metric value halfway between the two regimes: `harness bisect --perf M --threshold X`
+        takes a bare number as the value that separates good from bad (either direction)."""
+        return (self.value_before + self.value_after) / 2.0
 
     def bisect_command(self, repo: str = ".") -> str:
         good = self.bisect_good or self.commit_before or f"{self.commit_after}~1"
         bad = self.bisect_bad or self.commit_after
         return (f"harness bisect --repo {repo} --good {good} --bad {bad} "
-                f"--perf {self.key.metric} --threshold {self.threshold:.3g}")
+                f"--perf {self.key.metric} --threshold {self.threshold:.6g}")
 
     def to_json(self, repo: str = ".") -> dict[str, Any]:
         return {
