@@ -20,7 +20,7 @@ from pathlib import Path
 import git
 
 from harness_bisect.executor import Executor, ProbeRequest, Progress
-from harness_bisect.gitops import BisectError, commit_info, commit_range, open_repo, validate_range
+from harness_bisect.gitops import BisectError, commit_info, commit_range, open_repo, subdir_of, validate_range
 from harness_bisect.perf import NONE, REGRESSION, PerfOracle, Threshold, parse_threshold
 from harness_bisect.probe import ProbeConfig, ProbeRunner, detect_gpus, kill_live
 from harness_bisect.report import BisectResult, CulpritReport, FlakyReport
@@ -132,6 +132,7 @@ class Plan:
     tests: list[str]
     repo: git.Repo
     positions: list[str]
+    subdir: str = ""
 
 
 def prepare(req: BisectRequest) -> Plan:
@@ -143,7 +144,7 @@ def prepare(req: BisectRequest) -> Plan:
     if not commits or commits[-1] != bad:
         raise BisectError(f"no first-parent path from {req.bad} back to {req.good}: "
                           "pass --no-first-parent or a good revision on bad's first-parent line")
-    return Plan(req=req, tests=tests, repo=repo, positions=[good, *commits])
+    return Plan(req=req, tests=tests, repo=repo, positions=[good, *commits], subdir=subdir_of(repo, req.repo))
 
 
 def execute(plan: Plan, progress: Progress | None = None) -> BisectResult:
@@ -152,7 +153,7 @@ def execute(plan: Plan, progress: Progress | None = None) -> BisectResult:
     req, positions = plan.req, plan.positions
     cache = cache_root(req.cache_dir)
     config = ProbeConfig(timeout_s=req.probe_timeout_s, metric=None if req.perf_metric in (None, "duration")
-                         else req.perf_metric, install=req.install,
+                         else req.perf_metric, install=req.install, subdir=plan.subdir,
                          gpus=req.gpus if req.gpus is not None else detect_gpus())
     result = BisectResult(good=positions[0], bad=positions[-1], commits_in_range=len(positions) - 1,
                           workers=req.workers, method="perf" if req.perf_metric else "bisect")

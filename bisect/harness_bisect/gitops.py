@@ -55,6 +55,13 @@ def open_repo(path: str | Path) -> git.Repo:
     return repo
 
 
+def subdir_of(repo: git.Repo, path: str | Path) -> str:
+    """`path` relative to the repository's top folder ("" for the top itself): where node ids start."""
+    top = Path(repo.working_tree_dir or ".").resolve()
+    here = Path(path).expanduser().resolve()
+    return here.relative_to(top).as_posix() if top in here.parents else ""
+
+
 def resolve(repo: git.Repo, rev: str) -> str:
     """The full sha of commit `rev`, or a one-line BisectError naming it."""
     if not rev or rev.startswith("-"):
@@ -75,10 +82,25 @@ def commit_range(repo: git.Repo, good: str, bad: str, first_parent: bool = True)
     """Commits after `good` up to and including `bad`, oldest first.
 
     First-parent history by default: a merged PR appears as its merge commit, so it is what gets blamed.
-    Without it, the full history is linearised in topological order (an approximation on merges)."""
-    order = ["--first-parent"] if first_parent else ["--topo-order"]
-    out = repo.git.rev_list(*order, "--reverse", bad, f"^{good}")
-    return out.split()
+    Without it, each merge is preceded by the commits it brought in (its side branch, oldest first), so
+    a PR's own commits are probed and the one that broke the test is blamed (a linear approximation
+    of the history graph: side-branch commits are tested without the main line's changes they lacked)."""
+    chain = repo.git.rev_list("--first-parent", "--reverse", bad, f"^{good}").split()
+    if first_parent:
+        return chain
+    out: list[str] = []
+    seen: set[str] = set()
+    merges = set(repo.git.rev_list("--first-parent", "--min-parents=2", bad, f"^{good}").split())
+    for sha in chain:
+        if sha in merges:
+            parents = repo.git.rev_list("--parents", "-n", "1", sha).split()[1:]
+            for side in parents[1:]:
+                branch = repo.git.rev_list("--topo-order", "--reverse", side, f"^{parents[0]}", f"^{good}").split()
+                out.extend(c for c in branch if c not in seen)
+                seen.update(branch)
+        out.append(sha)
+        seen.add(sha)
+    return out
 
 
 def commit_info(repo: git.Repo, sha: str) -> CommitInfo:

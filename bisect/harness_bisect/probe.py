@@ -4,7 +4,8 @@ run in ONE pytest process whose per-test outcomes are read back.
 Per test and attempt the status is ``pass`` (passed, skipped, xfail, or not collected at that commit: a
 test that does not exist cannot fail), ``fail`` (failed, error, xpass, crashed, timeout) or ``skip``
 (the test could not run there: its module failed to collect, the install failed, pytest could not
-start). Probes run with the worktree first on PYTHONPATH, bytecode writing off (a checkout can keep a
+start). Node ids are relative to the repository root, or to the subfolder the bisect was pointed at
+(`--rootdir` is that folder, whatever ini file the target has). Probes run with the worktree first on PYTHONPATH, bytecode writing off (a checkout can keep a
 file's size and mtime second, which would let a stale .pyc win) and xdist off.
 """
 
@@ -71,6 +72,7 @@ class ProbeConfig:
     install: str | None = None
     gpus: list[str] = field(default_factory=list)
     python: str = sys.executable
+    subdir: str = ""  # where pytest runs, relative to the repository root (node ids are relative to it)
 
 
 def detect_gpus() -> list[str]:
@@ -139,13 +141,16 @@ def _tail(path: Path, limit: int = 300) -> str:
     return (errors[0] if errors else (lines[-1] if lines else "no output"))[:limit]
 
 
-def _run(cmd: list[str] | str, cwd: Path, env: dict[str, str], log: Path, timeout: float) -> tuple[int, bool]:
-    """Run in its own process group, output to `log`; (returncode, timed_out)."""
+def _run(cmd: list[str] | str, tree: Worktree, env: dict[str, str], log: Path, timeout: float,
+         cwd: Path) -> tuple[int, bool]:
+    """Run in `cwd` inside `tree`, in its own process group (noted in the owner file), output to `log`;
+    (returncode, timed_out)."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, shell=isinstance(cmd, str))
         with _LIVE_LOCK:
             _LIVE.add(proc)
+        tree.note_probe(proc.pid)
         try:
             return proc.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:
@@ -154,6 +159,7 @@ def _run(cmd: list[str] | str, cwd: Path, env: dict[str, str], log: Path, timeou
         finally:
             with _LIVE_LOCK:
                 _LIVE.discard(proc)
+            tree.note_probe(None)
 
 
 class ProbeRunner:
@@ -164,9 +170,13 @@ class ProbeRunner:
         self.plugin_dir = plugin_dir(cache)
         self.xdist = importlib.util.find_spec("xdist") is not None
 
+    def base(self, tree: Worktree) -> Path:
+        """The folder pytest runs in (and node ids are relative to): the worktree, or a subfolder of it."""
+        return tree.path / self.config.subdir if self.config.subdir else tree.path
+
     def env_for(self, tree: Worktree) -> dict[str, str]:
         env = dict(os.environ)
-        paths = [str(tree.path), str(self.plugin_dir)]
+        paths = list(dict.fromkeys([str(self.base(tree)), str(tree.path), str(self.plugin_dir)]))
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -202,14 +212,15 @@ class ProbeRunner:
             return None
         tree.checkout(commit)
         tree.installed = None
-        cmd = self.config.install or install_command(tree.path)
+        cmd = self.config.install or install_command(self.base(tree)) or install_command(tree.path)
         if not cmd:
             tree.installed = "none"
             return None
         venv = self._ensure_venv(tree)
         env = self.env_for(tree)
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
-        rc, timed_out = _run(cmd, tree.path, env, log, self.config.timeout_s)
+        where = self.base(tree) if self.base(tree).is_dir() else tree.path
+        rc, timed_out = _run(cmd, tree, env, log, self.config.timeout_s, where)
         if rc != 0 or timed_out:
             return f"install failed ({'timeout' if timed_out else f'exit {rc}'}): {_tail(log)}"
         tree.installed = commit
@@ -219,7 +230,7 @@ class ProbeRunner:
         python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
         cmd = [python, "-m", "pytest", "-p", PLUGIN_MODULE, "-p", "no:harness", "-p", "no:cacheprovider",
                "--hb-select", str(select), "--hb-out", str(out), "--hb-repeat", str(repeat),
-               "--continue-on-collection-errors", "-q", "--no-header", "-rN"]
+               "--continue-on-collection-errors", "-q", "--no-header", "-rN", f"--rootdir={self.base(tree)}"]
         if self.config.metric:
             cmd += ["--hb-metric", self.config.metric]
         if self.xdist:
@@ -230,7 +241,7 @@ class ProbeRunner:
         """Probe `tests` at `commit` in `tree`, each `repeat` times in one pytest process."""
         started = time.perf_counter()
         result = ProbeResult(commit=commit)
-        with tempfile.TemporaryDirectory(prefix="hb-probe-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=tree.path.name + ".probe-", dir=tree.scratch()) as tmp:
             log = Path(tmp) / "log.txt"
             reason = self._prepare(tree, commit, log)
             if reason is not None:
@@ -238,7 +249,8 @@ class ProbeRunner:
                 result.attempts = {t: [Attempt(SKIP, "not_run", message=reason)] * repeat for t in tests}
                 result.wall_s = time.perf_counter() - started
                 return result
-            present = {t for t in tests if (tree.path / t.split("::", 1)[0]).exists()}
+            base = self.base(tree)
+            present = {t for t in tests if base.is_dir() and (base / t.split("::", 1)[0]).exists()}
             for t in tests:
                 if t not in present:
                     result.attempts[t] = [Attempt(PASS, "absent")] * repeat
@@ -246,8 +258,8 @@ class ProbeRunner:
             if files:
                 select, out = Path(tmp) / "select.json", Path(tmp) / "events.jsonl"
                 select.write_text(json.dumps(sorted(present)))
-                rc, timed_out = _run(self.command(files, select, out, repeat, tree), tree.path,
-                                     self.env_for(tree), log, self.config.timeout_s)
+                rc, timed_out = _run(self.command(files, select, out, repeat, tree), tree,
+                                     self.env_for(tree), log, self.config.timeout_s, base)
                 result.invoked = True
                 parsed = parse_events(out, sorted(present), repeat, timed_out)
                 if parsed is None:

@@ -17,6 +17,7 @@ message, metric) and ``done`` (exitstatus). A ``start`` without its ``result`` m
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -100,6 +101,7 @@ class ProbeLog:
                 self.selected = set(json.load(fh))
         self.repeat = max(1, int(config.getoption("hb_repeat")))
         self.metric = config.getoption("hb_metric")
+        self.names: dict[pytest.Item, str] = {}
         self.fh = open(config.getoption("hb_out"), "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(self, **event: Any) -> None:
@@ -110,29 +112,41 @@ class ProbeLog:
         if report.failed:
             self.emit(kind="collect_error", nodeid=report.nodeid, message=_message(report))
 
+    def name_of(self, item: pytest.Item) -> str:
+        """The item's id as the caller wrote it: relative to the rootdir, or to the invocation folder
+        (they differ when the target has no ini file at its root)."""
+        if self.selected is None or item.nodeid in self.selected:
+            return item.nodeid
+        rest = item.nodeid.split("::", 1)[1] if "::" in item.nodeid else ""
+        rel = os.path.relpath(str(item.path), str(self.config.invocation_params.dir)).replace(os.sep, "/")
+        return f"{rel}::{rest}" if rest else rel
+
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        self.names = {it: self.name_of(it) for it in items}
         if self.selected is not None:
-            keep = [it for it in items if it.nodeid in self.selected]
-            dropped = [it for it in items if it.nodeid not in self.selected]
+            keep = [it for it in items if self.names[it] in self.selected]
+            dropped = [it for it in items if self.names[it] not in self.selected]
             if dropped:
                 config.hook.pytest_deselected(items=dropped)
             items[:] = keep
-        self.emit(kind="collected", nodeids=[it.nodeid for it in items])
+        self.emit(kind="collected", nodeids=[self.names[it] for it in items])
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        name = self.names.get(item, item.nodeid)
         for attempt in range(1, self.repeat + 1):
             last = attempt == self.repeat
             item.user_properties = []
-            self.emit(kind="start", nodeid=item.nodeid, attempt=attempt)
-            reports = runtestprotocol(item, nextitem=nextitem if last else item, log=False)
+            self.emit(kind="start", nodeid=name, attempt=attempt)
+            # Between attempts tear down the test's own fixtures only (its parent's stay up).
+            reports = runtestprotocol(item, nextitem=nextitem if last else item.parent, log=False)  # type: ignore[arg-type]
             for rep in reports:
                 item.ihook.pytest_runtest_logreport(report=rep)
             outcome, message, duration = outcome_of(reports)
             props = [p for rep in reports for p in rep.user_properties]
-            self.emit(kind="result", nodeid=item.nodeid, attempt=attempt, outcome=outcome,
+            self.emit(kind="result", nodeid=name, attempt=attempt, outcome=outcome,
                       duration_s=duration, message=message, metric=_metric(props, self.metric))
             if not last:
                 item._initrequest()  # fresh fixture request for the next attempt

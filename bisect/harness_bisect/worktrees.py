@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -81,8 +82,22 @@ def _admin_entries(repo: git.Repo) -> dict[Path, Path]:
     return out
 
 
-def _remove_tree(repo: git.Repo, path: Path, admin: Path | None) -> None:
-    """Drop one of our worktrees: folder, git admin entry, owner file. Never touches other worktrees."""
+def _kill_orphan(owner: dict) -> None:
+    """Kill the probe process group a dead bisect left running, if it is still that process."""
+    probe = owner.get("probe") or {}
+    pid = int(probe.get("pid", -1))
+    if pid > 0 and _alive(probe):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _remove_tree(repo: git.Repo, path: Path, admin: Path | None, owner: dict | None = None) -> None:
+    """Drop one of our worktrees: folder, git admin entry, its side files (owner, venv, probe scratch).
+    Never touches other worktrees."""
+    if owner:
+        _kill_orphan(owner)
     if path.exists():
         try:
             repo.git.worktree("remove", "--force", "--force", str(path))
@@ -93,10 +108,13 @@ def _remove_tree(repo: git.Repo, path: Path, admin: Path | None) -> None:
         if not path.exists():
             break
         time.sleep(0.2)
-    shutil.rmtree(venv_path(path), ignore_errors=True)
+    for side in path.parent.glob(path.name + ".*"):
+        if side.is_dir() and not side.is_symlink():
+            shutil.rmtree(side, ignore_errors=True)
+        else:
+            side.unlink(missing_ok=True)
     if admin is not None and admin.exists():
         shutil.rmtree(admin, ignore_errors=True)
-    path.with_name(path.name + ".owner").unlink(missing_ok=True)
 
 
 def venv_path(tree: Path) -> Path:
@@ -121,7 +139,7 @@ def clean_stale(repo: git.Repo, cache: Path) -> list[Path]:
             owner = {}
         if owner and _alive(owner):
             continue
-        _remove_tree(repo, path, admins.get(path))
+        _remove_tree(repo, path, admins.get(path), owner)
         removed.append(path)
     return removed
 
@@ -136,6 +154,22 @@ class Worktree:
     current: str | None = None
     installed: str | None = None
     data: dict = field(default_factory=dict)
+
+    def note_probe(self, pid: int | None) -> None:
+        """Record the running probe's process group in the owner file (a later cleanup kills orphans)."""
+        owner_file = self.path.with_name(self.path.name + ".owner")
+        try:
+            owner = json.loads(owner_file.read_text())
+        except (OSError, ValueError):
+            return
+        owner["probe"] = {"pid": pid, "start": _start_time(pid)} if pid else None
+        tmp = owner_file.with_name(owner_file.name + ".tmp")
+        tmp.write_text(json.dumps(owner))
+        tmp.replace(owner_file)
+
+    def scratch(self) -> Path:
+        """A folder beside the worktree for one probe's files (removed with the worktree)."""
+        return self.path.parent
 
     def checkout(self, sha: str) -> None:
         """Detach this worktree at `sha` and drop every untracked file (stale bytecode, build output)."""

@@ -23,7 +23,7 @@ INCONCLUSIVE = ("skipped", "xfail", "absent", "not_run", "collect_error")
 def confirm_new_failures(store: Store, result: NewFailures, attempts: int = 3, repo: str | Path | None = None,
                          cache_dir: str | Path | None = None) -> NewFailures:
     """Rerun `result.new` `attempts` times at the run's commit; move mixed ones to `flaky` (and the store)."""
-    from harness_bisect.gitops import open_repo, resolve
+    from harness_bisect.gitops import open_repo, resolve, subdir_of
     from harness_bisect.probe import FAIL, ProbeConfig, ProbeRunner, detect_gpus
     from harness_bisect.worktrees import WorktreePool, cache_root
 
@@ -43,7 +43,7 @@ def confirm_new_failures(store: Store, result: NewFailures, attempts: int = 3, r
     cache = cache_root(cache_dir)
     tests = [d.nodeid for d in result.new]
     with WorktreePool(git_repo, 1, cache, start=sha) as pool:
-        runner = ProbeRunner(ProbeConfig(gpus=detect_gpus()[:1]), cache)
+        runner = ProbeRunner(ProbeConfig(gpus=detect_gpus()[:1], subdir=subdir_of(git_repo, repo_path)), cache)
         probe = runner.run(pool.trees[0], sha, tests, repeat=attempts)
     keep, flaky = [], []
     for delta in result.new:
