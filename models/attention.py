@@ -178,9 +178,10 @@ def _flash(q, k, v, causal, mask, window, scale) -> torch.Tensor:
 
 def _fa(q, k, v, is_causal: bool, scale: float) -> torch.Tensor:
     """One forced FlashAttention-2 call (square when causal); raises if flash cannot run."""
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # SDPA's GQA flag is not on every flash build
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale,
-                                              enable_gqa=q.shape[1] != k.shape[1])
+        return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
 
 
 def _fa_lse(q, k, v, is_causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,9 +288,11 @@ def _flash_varlen(q, k, v, causal, mask, window, scale) -> torch.Tensor:
     cu_k = F.pad(klens.cumsum(0), (1, 0)).to(torch.int32)
     qp = q.transpose(1, 2)[qmask]  # (total_q, H, D)
     kp, vp = k.transpose(1, 2)[mask], v.transpose(1, 2)[mask]
-    left = -1 if window is None else window - 1
-    out = _varlen_fn()(qp, kp, vp, cu_q, cu_k, int(qlens.max()), int(klens.max()), scale=scale,
-                       window_size=(left, 0) if causal else (-1, -1), enable_gqa=h != k.shape[1])
+    left = -1 if window is None else window - 1  # FA2 counts the keys left of the diagonal
+    kwargs = dict(scale=scale, window_size=(left, 0) if causal else (-1, -1), enable_gqa=h != k.shape[1])
+    if "is_causal" in inspect.signature(_varlen_fn()).parameters:
+        kwargs["is_causal"] = causal
+    out = _varlen_fn()(qp, kp, vp, cu_q, cu_k, int(qlens.max()), int(klens.max()), **kwargs)
     full = q.new_zeros(b, tq, h, d)
     full[qmask] = out
     return full.transpose(1, 2)
