@@ -14,8 +14,8 @@ pytestmark = pytest.mark.flash_attn_test
 
 DTYPES = [torch.float16, torch.bfloat16]
 EPS = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}  # allowed beyond 2x eager's own low-precision error
-CASES = ["causal", "noncausal", "window", "left_padded", "right_padded", "padded_window", "decode_padded",
-         "chunked_prefill"]
+DENSE_CASES = ["causal", "noncausal", "window", "chunked_prefill", "decode_window"]
+PADDED_CASES = ["left_padded", "right_padded", "padded_window", "decode_padded"]
 
 
 def _dname(dtype: torch.dtype) -> str:
@@ -58,6 +58,7 @@ def _case(name: str, tk: int, window: int) -> dict:
         "padded_window": dict(tq=tk, causal=True, mask=mask, window=window),
         "decode_padded": dict(tq=1, causal=True, mask=mask, window=window),
         "chunked_prefill": dict(tq=17, causal=True, window=window),
+        "decode_window": dict(tq=1, causal=True, window=window),
     }[name]
 
 
@@ -69,10 +70,17 @@ def _check(out: torch.Tensor, low: torch.Tensor, ref: torch.Tensor, dtype: torch
         f"{what}: flash max error {err_flash:.2e} vs eager {err_eager:.2e} (allowed 2x + {EPS[dtype]})")
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_flash_attention_matches_eager(family, dtype, case: str, padded_impl) -> None:
-    if padded_impl == "varlen" and "padded" not in case:
-        pytest.skip("the varlen path only serves padded batches")
+@pytest.mark.parametrize("case", DENSE_CASES)
+def test_flash_attention_matches_eager(family, dtype, case: str) -> None:
+    _attention_case(family, dtype, case)
+
+
+@pytest.mark.parametrize("case", PADDED_CASES)
+def test_flash_padded_attention_matches_eager(family, dtype, case: str, padded_impl: str) -> None:
+    _attention_case(family, dtype, case)
+
+
+def _attention_case(family, dtype: torch.dtype, case: str) -> None:
     hq, hkv, d, window = _heads(family)
     tk = 96
     spec = _case(case, tk, window or 16)
