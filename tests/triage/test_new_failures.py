@@ -1,0 +1,111 @@
+"""New failures against the baseline run, on Postgres and SQLite: baseline choice, per-test rules, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from harness.bundle import ResultRecord, RunEnd, RunRecord
+from harness.cli import main
+from harness.store import Store
+from harness.store.schema import Run
+from harness.store.writer import write_records
+from harness.triage import NoBaselineError, TriageError, find_new_failures
+
+
+def _run(store: Store, uuid: str, hour: int, results: dict[str, str | list[str]], status: str = "completed",
+         branch: str = "main", group: str = "cpu", suites: str | None = "slow") -> int:
+    """Store a run started at `hour` o'clock; a list of outcomes means attempts 1, 2, ..."""
+    records: list = [RunRecord(uuid=uuid, repo="/r", branch=branch, commit_sha=f"{hour:040d}", runner_group=group,
+                               suites=suites, started_at=f"2026-11-26T{hour:02d}:00:00+00:00")]
+    for nodeid, outcome in results.items():
+        for attempt, o in enumerate([outcome] if isinstance(outcome, str) else outcome, start=1):
+            records.append(ResultRecord(run=uuid, nodeid=nodeid, outcome=o, attempt=attempt, model="llama",
+                                        suite="slow", message=f"{o} message" if o != "passed" else None,
+                                        device="cuda:0"))
+    records.append(RunEnd(run=uuid, status=status, finished_at=f"2026-11-26T{hour:02d}:30:00+00:00"))
+    write_records(store, records)
+    with store.session() as s:
+        return s.scalars(select(Run.id).where(Run.uuid == uuid)).one()
+
+
+BASELINE = {
+    "t::pass_then_fail": "passed", "t::fail_both": "failed", "t::fixed": "failed", "t::missing_pass": "passed",
+    "t::missing_fail": "error", "t::skipped_then_fail": "skipped", "t::retried": "passed", "t::steady": "passed",
+}
+CURRENT = {
+    "t::pass_then_fail": "failed", "t::fail_both": "crashed", "t::fixed": "passed", "t::new_fail": "timeout",
+    "t::new_pass": "passed", "t::skipped_then_fail": "error", "t::retried": ["failed", "passed"], "t::steady": "passed",
+}
+
+
+@pytest.fixture
+def history(store: Store) -> dict[str, int]:
+    """A good baseline, then runs that must never be chosen as baseline, then the run under test."""
+    ids = {"older": _run(store, "older", 1, {"t::pass_then_fail": "failed"})}
+    ids["baseline"] = _run(store, "baseline", 2, BASELINE)
+    ids["cancelled"] = _run(store, "cancelled", 3, {k: "failed" for k in BASELINE}, status="cancelled")
+    ids["partial"] = _run(store, "partial", 4, {k: "failed" for k in BASELINE}, status="partial")
+    ids["other_branch"] = _run(store, "other-branch", 5, {k: "failed" for k in BASELINE}, branch="dev")
+    ids["other_group"] = _run(store, "other-group", 6, {k: "failed" for k in BASELINE}, group="single-gpu")
+    ids["other_suites"] = _run(store, "other-suites", 7, {k: "failed" for k in BASELINE}, suites="fa2")
+    ids["run"] = _run(store, "run", 8, CURRENT)
+    ids["later"] = _run(store, "later", 9, CURRENT, status="running")
+    return ids
+
+
+def _names(deltas: list) -> list[str]:
+    return [d.nodeid for d in deltas]
+
+
+def test_baseline_is_previous_completed_run_of_same_branch_group_and_suites(store: Store, history: dict) -> None:
+    found = find_new_failures(store, history["run"])
+    assert (found.run_id, found.baseline_id) == (history["run"], history["baseline"])
+    assert _names(found.new) == ["t::new_fail", "t::pass_then_fail", "t::skipped_then_fail"]
+    assert _names(found.still_failing) == ["t::fail_both"]
+    assert _names(found.fixed) == ["t::fixed"]
+    assert _names(found.missing) == ["t::missing_fail", "t::missing_pass"]  # missing is never a pass
+    new = {d.nodeid: d for d in found.new}
+    assert (new["t::pass_then_fail"].outcome, new["t::pass_then_fail"].baseline_outcome) == ("failed", "passed")
+    assert (new["t::new_fail"].baseline_outcome, new["t::new_fail"].message) == (None, "timeout message")
+    assert (new["t::new_fail"].model, new["t::new_fail"].suite, new["t::new_fail"].device) == ("llama", "slow", "cuda:0")
+    assert found.missing[0].outcome is None and found.missing[0].baseline_outcome == "error"
+
+
+def test_latest_completed_run_is_the_default_and_baseline_can_be_overridden(store: Store, history: dict) -> None:
+    assert find_new_failures(store).run_id == history["run"]  # "later" is still running
+    forced = find_new_failures(store, history["run"], baseline_id=history["cancelled"])
+    assert forced.baseline_id == history["cancelled"]
+    assert _names(forced.new) == ["t::new_fail"]  # everything else failed in that cancelled run
+    assert _names(forced.fixed) == ["t::fixed", "t::retried", "t::steady"]
+
+
+def test_no_baseline_and_unknown_runs(store: Store, history: dict) -> None:
+    with pytest.raises(NoBaselineError, match="no baseline"):
+        find_new_failures(store, history["older"])
+    with pytest.raises(TriageError, match="no run 999"):
+        find_new_failures(store, 999)
+    with pytest.raises(TriageError, match="own baseline"):
+        find_new_failures(store, history["run"], baseline_id=history["run"])
+
+
+def test_cli_json_and_exit_codes(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store.open(db_url)
+    base = _run(store, "b", 1, {"t::a": "passed", "t::b": "passed"})
+    bad = _run(store, "r", 2, {"t::a": "failed", "t::b": "passed"})
+    good = _run(store, "g", 3, {"t::a": "passed", "t::b": "passed"})
+    assert main(["new-failures", "--run", str(bad), "--db", db_url, "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert (out["run_id"], out["baseline_id"], out["confirmed"]) == (bad, base, False)
+    assert [d["nodeid"] for d in out["new"]] == ["t::a"] and out["counts"]["new"] == 1
+    assert set(out["new"][0]) >= {"nodeid", "model", "suite", "outcome", "message", "baseline_outcome"}
+    assert main(["new-failures", "--db", db_url]) == 0  # latest run: nothing new, t::a fixed
+    assert "0 new" in capsys.readouterr().out
+    assert main(["new-failures", "--run", str(good), "--baseline", str(base), "--db", db_url]) == 0
+    capsys.readouterr()
+    assert main(["new-failures", "--run", str(base), "--db", db_url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness: run") and "no baseline" in err and err.count("\n") == 1
+    store.dispose()
