@@ -301,6 +301,59 @@ def dashboards_push_cmd(
                              for d in result.dashboards))
 
 
+pipeline_app = typer.Typer(no_args_is_help=True, help="Whole pipelines: the daily run, CI triage steps.")
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("daily")
+def pipeline_daily_cmd(
+    repo: Annotated[str, typer.Option("--repo", help="target git repository (tested at HEAD)")] = ".",
+    baseline: Annotated[str | None, typer.Option("--baseline", help="revision to run first as the baseline "
+                                                 "(default: the store's previous completed run)")] = None,
+    models: Annotated[str, typer.Option("--models", help="comma-separated model names, or 'all'")] = "all",
+    suite: Annotated[str | None, typer.Option("--suite", help="suites (default: all that apply)")] = None,
+    runner_group: Annotated[str | None, typer.Option("--runner-group", help="cpu | single-gpu | multi-gpu")] = None,
+    workers: Annotated[int | None, typer.Option("-n", "--workers", help="xdist workers per run")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="per-test timeout in seconds")] = None,
+    attempts: Annotated[int, typer.Option("--attempts", help="confirmation reruns per new failure")] = 3,
+    bisect_workers: Annotated[int, typer.Option("-j", "--bisect-workers", help="parallel bisect probes")] = 2,
+    retries: Annotated[int, typer.Option("--retries", help="bisect attempts at good and bad")] = 3,
+    channel: Annotated[str | None, typer.Option("--channel", help="Slack channel (default: SLACK_CHANNEL)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="write the Slack report, post nothing")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="keep the Slack payload here")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> int:
+    """Baseline run, run, new failures, confirmation, bisect and Slack on this machine (exit 1: new failures)."""
+    from harness.config import resolve_db_url
+    from harness.pipeline import DailyRequest, run_daily
+
+    result = run_daily(DailyRequest(repo=repo, db_url=resolve_db_url(db), baseline=baseline, models=models,
+                                    suites=suite, runner_group=runner_group, workers=workers, timeout=timeout,
+                                    attempts=attempts, bisect_workers=bisect_workers, retries=retries,
+                                    slack_channel=channel, slack_out=out, dry_run=dry_run),
+                       log=lambda line: typer.echo(f"pipeline: {line}", err=True))
+    print_json(result.to_json()) if as_json else typer.echo(json.dumps(result.to_json()["new_failures"]["counts"]))
+    return result.exit_code
+
+
+@pipeline_app.command("triage-matrix")
+def pipeline_triage_matrix_cmd(
+    bundles: Annotated[list[str], typer.Argument(help="results bundles (.jsonl) already ingested")],
+    db: DbOption = None,
+    github_output: Annotated[str | None, typer.Option("--github-output", help="also append matrix= and empty= "
+                                                      "to this file (pass \"$GITHUB_OUTPUT\")")] = None,
+) -> None:
+    """The bisect.yml matrix: ingested runs with candidate new failures, on the runner group that ran them."""
+    from harness.config import resolve_db_url
+    from harness.pipeline import triage_matrix, write_triage_output
+
+    result = triage_matrix(bundles, resolve_db_url(db))
+    if github_output:
+        write_triage_output(result, github_output)
+    print_json(result)
+
+
 # ---- verbs are added above this line -------------------------------------------------------------
 
 

@@ -1,0 +1,281 @@
+"""The daily pipeline as library calls: baseline run, run, new failures, confirmation, bisect, Slack.
+
+`run_daily` does it all on one machine (what `daily.yml` spreads over many); `triage_matrix` is the
+step of `daily.yml` between ingest and `bisect.yml`: which ingested runs have candidate new failures,
+and which Actions runner group reruns and bisects each (the one whose machine ran it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from harness.bundle import read_bundle
+from harness.errors import HarnessError
+from harness.plan import GITHUB_MATRIX_CAP
+from harness.run.runner_groups import RunnerGroupSpec, default_runner, load_runner_groups
+from harness.store import Store
+from harness.store.schema import Run
+
+# The keys of one `triage_matrix` entry: what `bisect.yml` may read from `matrix.*`.
+TRIAGE_KEYS = ("id", "run_id", "baseline_id", "runner", "runner_group", "machine_type", "container_options",
+               "commit", "baseline_commit", "candidates")
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# ---- triage matrix (daily.yml: ingest -> bisect.yml) --------------------------------------------------
+
+
+def bundle_run_uuids(paths: list[str]) -> list[str]:
+    """Run uuids named in results bundles, in first-seen order."""
+    if not paths:
+        raise HarnessError("no results bundles given: pass the .jsonl files the run jobs uploaded")
+    seen: dict[str, None] = {}
+    for path in paths:
+        for record in read_bundle(path):
+            uuid = getattr(record, "uuid", None) or getattr(record, "run", None)
+            if isinstance(uuid, str):
+                seen.setdefault(uuid, None)
+    return list(seen)
+
+
+def runner_for(run: Run, specs: list[RunnerGroupSpec]) -> RunnerGroupSpec:
+    """The Actions runner group whose machine ran `run` (by machine type, else its group's default)."""
+    spec = next((s for s in specs if run.machine_type and s.machine_type == run.machine_type), None)
+    if spec is not None:
+        return spec
+    if not run.runner_group:
+        raise HarnessError(f"run {run.id} records neither a machine type nor a runner group: cannot place its rerun")
+    return default_runner(run.runner_group)
+
+
+def triage_matrix(bundles: list[str], db_url: str, max_jobs: int = GITHUB_MATRIX_CAP) -> dict[str, Any]:
+    """Runs of these bundles (already ingested) with candidate new failures, as a `bisect.yml` matrix."""
+    from harness.triage import NoBaselineError, find_new_failures
+
+    uuids = bundle_run_uuids(bundles)
+    store = Store.open(db_url)
+    specs = load_runner_groups()
+    entries, notes = [], []
+    try:
+        with store.session() as s:
+            runs = {r.uuid: r for r in s.scalars(select(Run).where(Run.uuid.in_(uuids)))}
+            missing = [u for u in uuids if u not in runs]
+            if missing:
+                raise HarnessError(f"run {missing[0]} of the bundles is not in the store: run `harness ingest` first")
+            s.expunge_all()
+        for uuid in uuids:
+            run = runs[uuid]
+            try:
+                found = find_new_failures(store, run.id)
+            except NoBaselineError as exc:
+                notes.append(str(exc))
+                continue
+            if not found.new:
+                continue
+            with store.session() as s:
+                baseline = s.get(Run, found.baseline_id)
+                baseline_commit = baseline.commit_sha if baseline else None
+            spec = runner_for(run, specs)
+            entries.append({
+                "id": f"run{run.id}-{spec.machine_type}", "run_id": run.id, "baseline_id": found.baseline_id,
+                "runner": spec.name, "runner_group": spec.group, "machine_type": spec.machine_type,
+                "container_options": spec.container_options, "commit": run.commit_sha,
+                "baseline_commit": baseline_commit, "candidates": len(found.new)})
+    finally:
+        store.dispose()
+    if len(entries) > max_jobs:
+        notes.append(f"{len(entries) - max_jobs} run(s) with candidates left out: over {max_jobs} matrix jobs")
+        entries.sort(key=lambda e: -e["candidates"])
+        entries = entries[:max_jobs]
+    assert all(set(e) == set(TRIAGE_KEYS) for e in entries)
+    return {"runs": len(uuids), "to_triage": len(entries), "notes": notes, "empty": not entries,
+            "matrix": {"include": entries}}
+
+
+def write_triage_output(result: dict[str, Any], path: str | Path) -> None:
+    """Append `matrix=` and `empty=` (single-line JSON) to a `$GITHUB_OUTPUT` file."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"matrix={json.dumps(result['matrix'], separators=(',', ':'))}\n")
+        fh.write(f"empty={'true' if result['empty'] else 'false'}\n")
+
+
+# ---- the daily pipeline on one machine --------------------------------------------------------------
+
+
+@dataclass
+class DailyRequest:
+    """What `harness pipeline daily` runs. `baseline` is a revision run first (in a temporary worktree);
+    without it the baseline is the store's previous completed run (yesterday's, in CI)."""
+
+    repo: str = "."
+    db_url: str = "sqlite:///.harness/results.db"
+    baseline: str | None = None
+    models: str = "all"
+    suites: str | None = None
+    runner_group: str | None = None
+    workers: int | None = None
+    timeout: float | None = None
+    attempts: int = 3
+    bisect_workers: int = 2
+    retries: int = 3
+    slack_channel: str | None = None
+    slack_out: str | None = None
+    dry_run: bool = False
+    bundle_dir: str | None = None
+
+
+@dataclass
+class DailyResult:
+    """Every step's outcome; `to_json()` is what `harness pipeline daily --json` prints."""
+
+    run_id: int
+    commit: str
+    baseline_id: int
+    baseline_commit: str | None
+    counts: dict[str, int]
+    new_failures: dict[str, Any] = field(default_factory=dict)
+    bisect: dict[str, Any] | None = None
+    slack: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.new_failures.get("new") else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "commit": self.commit, "baseline_id": self.baseline_id,
+                "baseline_commit": self.baseline_commit,
+                "counts": self.counts, "new_failures": self.new_failures, "bisect": self.bisect,
+                "slack": self.slack}
+
+
+@contextmanager
+def worktree_at(repo_path: str, sha: str) -> Iterator[Path]:
+    """A detached git worktree of `repo_path` at `sha` in a temporary folder, removed afterwards."""
+    from harness.run.metadata import open_repo
+
+    repo = open_repo(repo_path)
+    where = Path(tempfile.mkdtemp(prefix="harness-baseline-")) / sha[:12]
+    repo.git.worktree("add", "--detach", str(where), sha)
+    try:
+        yield where
+    finally:
+        try:
+            repo.git.worktree("remove", "--force", str(where))
+        finally:
+            shutil.rmtree(where.parent, ignore_errors=True)
+
+
+def _resolve(repo_path: str, rev: str) -> str:
+    import git
+
+    from harness.run.metadata import open_repo
+
+    try:
+        return open_repo(repo_path).commit(rev).hexsha
+    except (git.BadName, ValueError):
+        raise HarnessError(f"--baseline {rev}: no such revision in {repo_path}") from None
+
+
+def _adopt_branch(store: Store, run_id: int, branch: str | None) -> None:
+    """A baseline run from a detached worktree belongs to the branch under test, so that reports and
+    the next day's triage find it as that branch's previous run."""
+    if branch:
+        with store.session() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(branch=branch))
+
+
+def _run(req: DailyRequest, repo: str, bundle_dir: str) -> Any:
+    from rich.console import Console
+
+    from harness.run.runner import RunOptions, run
+
+    outcome = run(RunOptions(models=req.models, suites=req.suites, runner_group=req.runner_group,
+                             workers=req.workers, repo=repo, db_url=req.db_url, timeout=req.timeout,
+                             bundle_dir=bundle_dir, show_progress=False), console=Console(stderr=True, quiet=True))
+    if outcome.run_id is None:
+        raise HarnessError(f"run {outcome.uuid} was not stored ({outcome.store_error}); its bundle is "
+                           f"{outcome.bundle}: fix the database and `harness ingest` it")
+    return outcome
+
+
+def _validate(req: DailyRequest) -> tuple[Any, Any, str | None]:
+    from harness.report.slack import SlackConfig
+    from harness.run.metadata import commit_info
+
+    if req.attempts < 1 or req.bisect_workers < 1 or req.retries < 1:
+        raise HarnessError("--attempts, --bisect-workers and --retries must be at least 1")
+    slack = SlackConfig.from_env(req.slack_channel)
+    if not req.dry_run:
+        slack.validate()  # before anything runs: no half-done pipeline for want of a token
+    head = commit_info(req.repo)
+    return slack, head, _resolve(req.repo, req.baseline) if req.baseline else None
+
+
+def run_daily(req: DailyRequest, log: Log = _quiet) -> DailyResult:
+    """Baseline run (if needed), run at HEAD, new failures, confirmation, bisect, Slack; all stored."""
+    from harness_bisect.command import bisect_run
+
+    from harness.report.slack import notify_slack
+    from harness.triage import NoBaselineError, find_new_failures
+    from harness.triage.confirm import confirm_new_failures
+
+    slack, head, baseline_sha = _validate(req)
+    store = Store.open(req.db_url)
+    if not baseline_sha:
+        with store.session() as s:
+            if s.scalars(select(Run.id).where(Run.status == "completed").limit(1)).first() is None:
+                store.dispose()
+                raise HarnessError("the store has no completed run to compare with: pass --baseline REV "
+                                   "(a revision to run first as the baseline)")
+    bundle_dir = req.bundle_dir or str(Path(req.repo).resolve() / ".harness" / "bundles")
+    try:
+        baseline_id = None
+        if baseline_sha:
+            log(f"baseline: running {baseline_sha[:12]} in a temporary worktree")
+            with worktree_at(req.repo, baseline_sha) as tree:
+                baseline_id = _run(req, str(tree), bundle_dir).run_id
+            _adopt_branch(store, baseline_id, head.branch)
+            log(f"baseline: run {baseline_id} at {baseline_sha[:12]}")
+        log(f"run: {head.sha[:12]}")
+        outcome = _run(req, req.repo, bundle_dir)
+        log(f"run {outcome.run_id}: {outcome.tally.counts()}")
+        try:
+            found = find_new_failures(store, outcome.run_id, baseline_id)
+        except NoBaselineError as exc:
+            raise HarnessError(f"{exc} (or pass --baseline REV to run one)") from None
+        log(f"new failures: {len(found.new)} candidate(s) against run {found.baseline_id}")
+        found = confirm_new_failures(store, found, attempts=req.attempts, repo=req.repo)
+        log(f"confirmed: {len(found.new)} new, {len(found.flaky)} flaky")
+        with store.session() as s:
+            base = s.get(Run, found.baseline_id)
+            base_commit = base.commit_sha if base else None
+        bisect_json = None
+        if found.new:
+            result = bisect_run(store, outcome.run_id, repo=req.repo, baseline_id=found.baseline_id,
+                                workers=req.bisect_workers, retries=req.retries)
+            bisect_json = result.to_json()
+            log(f"bisect: {len(result.culprits)} culprit(s) in {result.probes} probes")
+        note = notify_slack(store, slack, run_id=outcome.run_id, out=req.slack_out, dry_run=req.dry_run)
+        log(f"slack: {'posted' if note.delivered else ('dry run' if req.dry_run else note.error)}")
+        return DailyResult(
+            run_id=outcome.run_id, commit=outcome.commit, baseline_id=found.baseline_id, baseline_commit=base_commit,
+            counts=outcome.tally.counts(), new_failures=found.to_json(),
+            bisect=bisect_json,
+            slack={"delivered": note.delivered, "posted": note.posted, "out": str(note.out) if note.out else None,
+                   "error": note.error, "dry_run": req.dry_run})
+    finally:
+        store.dispose()
