@@ -146,6 +146,7 @@ class Recorder:
         self.writer = BundleWriter(self.bundle_path)
         self.db_url = config.getoption("harness_db") or os.environ.get("HARNESS_DB_URL")
         self.pending: dict[str, dict[str, Any]] = {}
+        self.collect_errors: set[str] = set()
         self.counts: dict[str, int] = {}
         self.started = now_iso()
         self._git = self._start_git_probe() if self.owner else None
@@ -184,6 +185,19 @@ class Recorder:
             state["outcome"], state["message"] = "error", failure_message(report)
         if report.when in ("teardown", "???"):
             self._finish(report.nodeid)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A module that fails to import or collect is an `error` result under its own node id."""
+        if not report.failed or report.nodeid in self.collect_errors:
+            return
+        self.collect_errors.add(report.nodeid)
+        self.counts["error"] = self.counts.get("error", 0) + 1
+        lines = [ln for ln in str(report.longreprtext).splitlines() if ln.strip()]
+        message = next((ln for ln in reversed(lines) if ln.startswith("E ")), lines[-1] if lines else None)
+        self.writer.write(ResultRecord(
+            run=self.run_uuid, nodeid=report.nodeid or ".", outcome="error", suite=self.suite,
+            message=short_message(f"collection error: {message.lstrip('E ').strip() if message else ''}"),
+            attempt=self.attempt, device=current_device()))
 
     def _finish(self, nodeid: str) -> None:
         state = self.pending.pop(nodeid)

@@ -45,9 +45,13 @@ def build_pass(target: Target, suite: SuiteSpec, models: list[str], *, run_uuid:
                workers: int, gpu_count: int, multi_gpu: bool | None, timeout: float | None) -> PytestPass:
     """The argv and env of one pytest pass (crash isolation: always through xdist workers)."""
     argv = [sys.executable, "-m", "pytest", *target.pytest_paths(suite, models),
-            "--rootdir", str(target.root), "-p", "no:cacheprovider", "-q", "-rN", "--color=no",
-            "--harness-bundle", str(bundle), "--harness-run-uuid", run_uuid, "--harness-suite", suite.name,
-            "--harness-models", ",".join(models or target.models), "--max-worker-restart", "1000"]
+            f"--rootdir={target.root}", "-p", "no:cacheprovider", "-q", "-rN", "--color=no",
+            "--continue-on-collection-errors",
+            # `--opt=value`: pytest finds the ini file before plugins register their options, and
+            # treats the value of an unknown `--opt value` as a path (an existing bundle would move
+            # the ini search out of the target).
+            f"--harness-bundle={bundle}", f"--harness-run-uuid={run_uuid}", f"--harness-suite={suite.name}",
+            f"--harness-models={','.join(models or target.models)}", "--max-worker-restart=1000"]
     expression = marker_expression(suite, multi_gpu)
     if expression:
         argv += ["-m", expression]

@@ -54,6 +54,18 @@ EXPECTED = {
 }
 
 
+@pytest.mark.parametrize("xdist", [False, True], ids=["single-process", "xdist-2"])
+def test_collection_error_is_recorded(pytester: pytest.Pytester, xdist: bool) -> None:
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n", test_broken="import no_such_module_here\n")
+    bundle = pytester.path / "out.jsonl"
+    pytester.runpytest_subprocess(f"--harness-bundle={bundle}", "--continue-on-collection-errors",
+                                  *(["-n", "2"] if xdist else []))
+    results = {r["nodeid"]: r for r in _bundle(bundle) if r["kind"] == "result"}
+    assert results["test_ok.py::test_ok"]["outcome"] == "passed"
+    assert results["test_broken.py"]["outcome"] == "error"
+    assert "No module named 'no_such_module_here'" in results["test_broken.py"]["message"]
+
+
 def _bundle(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
