@@ -107,7 +107,8 @@ def plan_cmd(
     runner_groups: Annotated[str | None, typer.Option("--runner-groups", help="harness groups or Actions "
                              "runner-group names (default: by event)")] = None,
     important_only: Annotated[bool, typer.Option("--important-only", help="only [tool.harness] important")] = False,
-    models_per_job: Annotated[int, typer.Option("--models-per-job", help="models in one matrix job")] = 1,
+    models_per_job: Annotated[int, typer.Option("--models-per-job", help="models in one matrix job "
+                              "(0: all models of a runner group in one job)")] = 0,
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="jobs per matrix slice (GitHub cap: 256)")] = 256,
     repo: Annotated[str, typer.Option("--repo", help="target git repository")] = ".",
     github_output: Annotated[str | None, typer.Option("--github-output", help="also append outputs to "

@@ -171,7 +171,7 @@ class PlanRequest:
     suites: list[str] = field(default_factory=list)
     runner_groups: list[str] = field(default_factory=list)
     important_only: bool = False
-    models_per_job: int = 1
+    models_per_job: int = 0  # 0: every model of a (runner, suites) cell in one job
     max_jobs: int = GITHUB_MATRIX_CAP
     repo: str = "."
 
@@ -181,8 +181,8 @@ def _validate(req: PlanRequest, target: Target) -> None:
         raise HarnessError(f"unknown event {req.event!r} (known: {', '.join(EVENTS)})")
     if not 1 <= req.max_jobs <= GITHUB_MATRIX_CAP:
         raise HarnessError(f"--max-jobs must be between 1 and {GITHUB_MATRIX_CAP}, got {req.max_jobs}")
-    if req.models_per_job < 1:
-        raise HarnessError(f"--models-per-job must be at least 1, got {req.models_per_job}")
+    if req.models_per_job < 0:
+        raise HarnessError(f"--models-per-job must be 0 (all in one job) or more, got {req.models_per_job}")
     for suite in req.suites:
         if suite not in target.suites:
             raise HarnessError(f"unknown suite {suite!r} (known: {', '.join(target.suites)})")
@@ -240,8 +240,9 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
     tag = {"schedule": "daily", "workflow_dispatch": "manual", "push": "push", "pull_request": "pr"}[req.event]
     entries = []
     for (_, cell_suites), (runner, models) in jobs.items():
-        for i in range(0, len(models), req.models_per_job):
-            entries.append(_entry(runner, list(cell_suites), models[i:i + req.models_per_job], tag, req.event))
+        step = req.models_per_job or len(models)
+        for i in range(0, len(models), step):
+            entries.append(_entry(runner, list(cell_suites), models[i:i + step], tag, req.event))
     slices = [entries[i:i + req.max_jobs] for i in range(0, len(entries), req.max_jobs)]
     if len(slices) > GITHUB_MATRIX_CAP:
         raise HarnessError(f"{len(entries)} jobs need {len(slices)} slices, over GitHub's {GITHUB_MATRIX_CAP}: "

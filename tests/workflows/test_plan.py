@@ -130,7 +130,7 @@ def test_important_only_and_explicit_runner(target: Path) -> None:
 def test_large_zoo_is_sliced_under_the_matrix_cap(tmp_path: Path) -> None:
     names = [f"m{i:03d}" for i in range(300)]
     root = make_target(tmp_path / "zoo", names)
-    plan = make_plan(PlanRequest(event="schedule", repo=str(root)))
+    plan = make_plan(PlanRequest(event="schedule", repo=str(root), models_per_job=1))
     runners = {r for _, _, r in cells(plan)}
     assert plan["jobs"] == len(entries(plan)) and all("," not in e["models"] for e in entries(plan))
     assert len(plan["slices"]) == -(-plan["jobs"] // GITHUB_MATRIX_CAP) >= 2
@@ -141,6 +141,15 @@ def test_large_zoo_is_sliced_under_the_matrix_cap(tmp_path: Path) -> None:
     assert len(ids) == len(set(ids))
     grouped = make_plan(PlanRequest(event="schedule", repo=str(root), models_per_job=10, max_jobs=50))
     assert cells(grouped) == cells(plan) and all(len(s["include"]) <= 50 for s in grouped["slices"])
+    assert grouped["jobs"] == plan["jobs"] // 10 and len(grouped["slices"]) == -(-grouped["jobs"] // 50)
+
+
+def test_default_is_one_job_per_runner_and_suite_set(target: Path) -> None:
+    plan = make_plan(PlanRequest(event="schedule", repo=str(target)))
+    jobs = entries(plan)
+    assert len(jobs) == len({(e["runner"], e["suites"]) for e in jobs}) == plan["jobs"]
+    assert all(e["models"] == "gemma,gpt2,llama,mistral,mixtral" for e in jobs)
+    assert all(e["artifact"].endswith("_gemma-and-4-more") for e in jobs)
 
 
 def test_this_repository_plans_its_own_models() -> None:
@@ -154,7 +163,7 @@ def test_this_repository_plans_its_own_models() -> None:
     (dict(event="schedule", suites=["fast"]), "unknown suite 'fast'"),
     (dict(event="schedule", runner_groups=["tpu-pod"]), "unknown runner group 'tpu-pod'"),
     (dict(event="schedule", max_jobs=257), "--max-jobs"),
-    (dict(event="schedule", models_per_job=0), "--models-per-job"),
+    (dict(event="schedule", models_per_job=-1), "--models-per-job"),
 ])
 def test_bad_input_is_one_clear_error(target: Path, bad: dict, message: str) -> None:
     with pytest.raises(HarnessError, match=message):
