@@ -25,7 +25,7 @@ from harness.errors import HarnessError
 from harness.run import metadata
 from harness.run.pytest_command import build_pass
 from harness.run.runner_groups import detect_group, machine_type, validate_group
-from harness.run.summary import LiveProgress, RunTally, summary_table
+from harness.run.summary import LiveProgress, RunTally, failures_table, slowest_table, summary_table
 from harness.run.target import load_target
 from harness.store.db import Store, StoreError, redact, validate_url
 from harness.store.follow import BundleFollower
@@ -211,11 +211,19 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
 
 
 def print_summary(outcome: RunOutcome, console: Console) -> None:
+    """The end-of-run tables: per model and suite, failures, slowest tests, totals and wall time."""
     console.print(summary_table(outcome.tally))
+    failures = failures_table(outcome.tally)
+    if failures is not None:
+        console.print(failures)
+    if outcome.tally.results:
+        console.print(slowest_table(outcome.tally))
     counts = outcome.tally.counts()
     walls = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.tally.suite_wall_s.items())
+    stored = "stored" if outcome.stored else "NOT stored (bundle kept)"
     console.print(f"run {outcome.run_id or outcome.uuid} at {outcome.commit[:12]} on {outcome.runner_group}: "
-                  + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f" · wall {walls}", highlight=False)
+                  + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; {stored}; wall {walls}",
+                  highlight=False, soft_wrap=True)
 
 
 def _open_store(url: str) -> tuple[Store | None, str | None]:

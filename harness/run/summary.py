@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -62,20 +63,42 @@ class LiveProgress:
         self.progress.update(self.task, advance=1, failed=self.failed)
 
 
-def summary_table(tally: RunTally, slowest: int = 3) -> Table:
-    """Per model and suite: passed / failed / skipped, summed test time, slowest tests."""
+def summary_table(tally: RunTally) -> Table:
+    """Per model and suite: passed / failed / skipped and summed test time."""
     table = Table(title="harness run", show_lines=False)
-    for col in ("model", "suite", "passed", "failed", "skipped", "test time", "slowest tests"):
-        table.add_column(col, justify="right" if col in ("passed", "failed", "skipped", "test time") else "left")
+    for col in ("model", "suite", "passed", "failed", "skipped", "test time"):
+        table.add_column(col, justify="left" if col in ("model", "suite") else "right")
     groups: dict[tuple[str, str], list[ResultRecord]] = defaultdict(list)
     for r in tally.results:
         groups[(r.model or "-", r.suite or "-")].append(r)
     for (model, suite), rows in sorted(groups.items()):
         failed = sum(1 for r in rows if r.outcome in FAILING_OUTCOMES)
-        top = sorted(rows, key=lambda r: r.duration_s, reverse=True)[:slowest]
-        table.add_row(model, suite, str(sum(1 for r in rows if r.outcome in ("passed", "xfail"))),
+        table.add_row(escape(model), escape(suite), str(sum(1 for r in rows if r.outcome in ("passed", "xfail"))),
                       f"[red]{failed}[/red]" if failed else "0",
                       str(sum(1 for r in rows if r.outcome == "skipped")),
-                      f"{sum(r.duration_s for r in rows):.2f}s",
-                      "\n".join(f"{r.duration_s:.2f}s {r.nodeid.split('::', 1)[-1][:60]}" for r in top))
+                      f"{sum(r.duration_s for r in rows):.2f}s")
+    return table
+
+
+def slowest_table(tally: RunTally, top: int = 5) -> Table:
+    """The slowest tests of the run."""
+    table = Table(title=f"slowest {top} tests")
+    for col in ("time", "suite", "test"):
+        table.add_column(col, justify="right" if col == "time" else "left", overflow="fold")
+    for r in sorted(tally.results, key=lambda r: r.duration_s, reverse=True)[:top]:
+        table.add_row(f"{r.duration_s:.2f}s", escape(r.suite or "-"), escape(r.nodeid))
+    return table
+
+
+def failures_table(tally: RunTally, top: int = 20) -> Table | None:
+    """Failing tests with their short messages (the first `top`)."""
+    failing = [r for r in tally.results if r.outcome in FAILING_OUTCOMES]
+    if not failing:
+        return None
+    table = Table(title=f"failing tests ({len(failing)})")
+    for col in ("outcome", "test", "message"):
+        table.add_column(col, overflow="fold")
+    for r in failing[:top]:
+        message = r.message.splitlines()[0][:200] if r.message else ""
+        table.add_row(f"[red]{r.outcome}[/red]", escape(r.nodeid), escape(message))
     return table
