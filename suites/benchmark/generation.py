@@ -231,9 +231,13 @@ def run_case(
     cuda = dev.type == "cuda"
     n_new = settings.new_tokens
     m: dict[str, float] = {}
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(dev)
     torch.compiler.reset()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+        # > 0 means an earlier case left memory behind (caught here, not in its own numbers)
+        m["gpu_memory_allocated_at_start_mb"] = torch.cuda.memory_allocated(dev) / _MB
     skips0 = _counter("inductor", "cudagraph_skips")
     breaks0 = _graph_breaks()
     model = None

@@ -13,7 +13,9 @@
 ``HARNESS_BENCH_RECOMPILE``       1/0: ``torch.compiler.reset()`` before the compile-generate
                                   series so its first call includes compilation (default 1 on CUDA)
 ``HARNESS_BENCH_FREEZE``          1/0: inductor freezing (weights become constants, so matmuls that
-                                  share an input are concatenated: q/k/v, gate/up; default 1 on CUDA)
+                                  share an input are concatenated: q/k/v, gate/up). Default 0: with
+                                  torch 2.11 inductor then skips CUDA graphs ("mutated inputs": the
+                                  static-input indices are not remapped after freezing)
 ``HARNESS_BENCH_CDT``             1/0: inductor coordinate-descent tuning (default 1 on CUDA)
 ``HARNESS_BENCH_MIN_DECODE_EFFICIENCY`` / ``HARNESS_BENCH_MAX_DECODE_CV``: optional gates
 """
@@ -149,7 +151,7 @@ def load_settings() -> Settings:
         compile_prefill=_flag("HARNESS_BENCH_COMPILE_PREFILL", True),
         recompile=_flag("HARNESS_BENCH_RECOMPILE", on_gpu),
         coordinate_descent_tuning=_flag("HARNESS_BENCH_CDT", on_gpu),
-        freeze=_flag("HARNESS_BENCH_FREEZE", on_gpu and backend == "inductor"),
+        freeze=_flag("HARNESS_BENCH_FREEZE", False),
         min_decode_efficiency=_optional_float("HARNESS_BENCH_MIN_DECODE_EFFICIENCY"),
         max_decode_cv=_optional_float("HARNESS_BENCH_MAX_DECODE_CV"),
     )
