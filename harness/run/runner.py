@@ -28,7 +28,7 @@ from harness.run.runner_groups import detect_group, machine_type, validate_group
 from harness.run.summary import LiveProgress, RunTally, failures_table, slowest_table, summary_table
 from harness.run.target import load_target
 from harness.store.db import Store, StoreError, redact, validate_url
-from harness.store.follow import BundleFollower
+from harness.store.follow import BundleFollower, BundleTail
 from harness.store.writer import write_records
 
 PYTEST_OK = (0, 1, 5)  # all passed, some failed, nothing collected
@@ -92,6 +92,7 @@ class _StoreFeed:
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self._offset_seen = 0
+        self._tail: BundleTail | None = None
 
     def _on_record(self, record: object) -> None:
         if isinstance(record, ResultRecord):
@@ -117,23 +118,13 @@ class _StoreFeed:
             self.done.wait(0.25)
 
     def _tail_without_store(self) -> None:
-        if not self.bundle.exists():
-            return
-        with open(self.bundle, "rb") as fh:
-            fh.seek(self._offset_seen)
-            chunk = fh.read()
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return
-        import json
-
-        from harness.bundle import from_dict
-        for raw in chunk[: end + 1].splitlines():
-            try:
-                self._on_record(from_dict(json.loads(raw)))
-            except (ValueError, TypeError, AttributeError):
-                continue
-        self._offset_seen += end + 1
+        if self._tail is None:
+            self._tail = BundleTail(self.bundle)
+            self._tail.commit(self._offset_seen)
+        records, offset = self._tail.read()
+        for record in records:
+            self._on_record(record)
+        self._tail.commit(offset)
 
     def start(self) -> None:
         self.thread.start()
