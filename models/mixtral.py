@@ -129,13 +129,24 @@ class MOEFeedForward(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         weights, ids = self.route(flat)
+        if torch.compiler.is_compiling():
+            return self._dense(flat, weights, ids).reshape(shape)
         out = torch.zeros_like(flat)
-        for e, expert in enumerate(self.experts):
+        for e, expert in enumerate(self.experts):  # sparse: each expert sees only its tokens
             token, slot = torch.where(ids == e)
             if token.numel():
                 y = expert(flat[token]) * weights[token, slot, None].to(flat.dtype)
                 out.index_add_(0, token, y)
         return out.reshape(shape)
+
+    def _dense(self, flat: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Same sum without data-dependent shapes (for torch.compile): every expert on every token,
+        weighted by its routing weight (zero where not chosen)."""
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            w = (weights * (ids == e)).sum(-1, keepdim=True).to(flat.dtype)
+            out = out + expert(flat) * w
+        return out
 
 
 class TransformerBlock(nn.Module):

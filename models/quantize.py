@@ -67,8 +67,8 @@ class Int8Linear(nn.Module):
         return self.weight.float() * self.scales.float()[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = None
-        if self.use_kernel and x.is_cuda and not self._kernel_failed:
+        y = None  # under torch.compile the dequantize-multiply below fuses; the probe is eager-only
+        if self.use_kernel and x.is_cuda and not self._kernel_failed and not torch.compiler.is_compiling():
             try:
                 flat = x.reshape(-1, self.in_features).contiguous()
                 y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales.to(x.dtype))
@@ -162,18 +162,28 @@ class Int4Linear(nn.Module):
                 and self.in_features % 128 == 0 and self.group_size in (32, 64, 128, 256)
                 and hasattr(torch.ops.aten, "_weight_int4pack_mm"))
 
+    def prepare_kernel(self) -> None:
+        """Convert the packed weight to the CUDA int4 kernel's layout (done on first eager use)."""
+        self._packed_for_kernel = torch.ops.aten._convert_weight_to_int4pack(self.weight, 8)
+        self._scales_and_zeros = torch.stack([self.scales, self.zeros], dim=-1).transpose(0, 1).contiguous()
+        self.kernel = "tinygemm"
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._packed_for_kernel = None  # new weights: convert again
+        super()._load_from_state_dict(*args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._kernel_ok(x):
-            if self._packed_for_kernel is None or self._packed_for_kernel.device != x.device:
-                self._packed_for_kernel = torch.ops.aten._convert_weight_to_int4pack(self.weight, 8)
-                self._scales_and_zeros = torch.stack([self.scales, self.zeros], dim=-1).transpose(0, 1).contiguous()
-            flat = x.reshape(-1, self.in_features)
-            y = torch.ops.aten._weight_int4pack_mm(flat, self._packed_for_kernel, self.group_size,
-                                                   self._scales_and_zeros)
-            self.kernel = "tinygemm"
-            y = y.reshape(*x.shape[:-1], self.out_features)
-        else:
-            y = F.linear(x, self.dequantize().to(x.dtype))
+            stale = self._packed_for_kernel is None or self._packed_for_kernel.device != x.device
+            if stale and not torch.compiler.is_compiling():
+                self.prepare_kernel()
+            if self._packed_for_kernel is not None and self._packed_for_kernel.device == x.device:
+                flat = x.reshape(-1, self.in_features)
+                y = torch.ops.aten._weight_int4pack_mm(flat, self._packed_for_kernel, self.group_size,
+                                                       self._scales_and_zeros)
+                y = y.reshape(*x.shape[:-1], self.out_features)
+                return y if self.bias is None else y + self.bias.to(x.dtype)
+        y = F.linear(x, self.dequantize().to(x.dtype))
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
 
