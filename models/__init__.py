@@ -17,8 +17,11 @@ _MARKER = re.compile(r"^class ModelArgs\b", re.MULTILINE)
 def list_families() -> list[str]:
     """Family names (file stems) of every ``models/*.py`` defining ``class ModelArgs``."""
     here = Path(__file__).parent
-    return sorted(p.stem for p in here.glob("*.py")
-                  if not p.name.startswith("_") and _MARKER.search(p.read_text(encoding="utf-8")))
+    return sorted(
+        p.stem
+        for p in here.glob("*.py")
+        if not p.name.startswith("_") and _MARKER.search(p.read_text(encoding="utf-8"))
+    )
 
 
 def load_family(name: str) -> ModuleType:

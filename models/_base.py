@@ -48,8 +48,9 @@ def init_parameters(model: nn.Module, seed: int, rule: InitRule) -> None:
             raise ValueError(f"unknown init kind {kind!r} for {name}")
 
 
-def instantiate(factory: Callable[[], nn.Module], device: torch.device | str = "cpu",
-                dtype: torch.dtype = torch.float32) -> nn.Module:
+def instantiate(
+    factory: Callable[[], nn.Module], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> nn.Module:
     """``factory()`` with uninitialised weights of ``dtype`` on ``device``, built on meta first.
 
     No weights are allocated before the target device (a 7B model never lands in CPU memory on
@@ -65,8 +66,13 @@ def instantiate(factory: Callable[[], nn.Module], device: torch.device | str = "
     return model
 
 
-def build_model(cls: type[nn.Module], name: str, device: torch.device | str = "cpu",
-                dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
+def build_model(
+    cls: type[nn.Module],
+    name: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> nn.Module:
     """``cls.from_name(name)`` materialised on ``device`` and initialised from ``seed`` (see init_parameters)."""
     model = instantiate(lambda: cls.from_name(name), device, dtype)
     if torch.device(device).type != "meta":
@@ -74,9 +80,16 @@ def build_model(cls: type[nn.Module], name: str, device: torch.device | str = "c
     return model.eval()
 
 
-def setup_kv_caches(model: nn.Module, attn_layers: Iterable[nn.Module], max_batch_size: int,
-                    max_seq_length: int, static: bool, n_kv_heads: int, head_dim: int,
-                    max_positions: int | None = None) -> None:
+def setup_kv_caches(
+    model: nn.Module,
+    attn_layers: Iterable[nn.Module],
+    max_batch_size: int,
+    max_seq_length: int,
+    static: bool,
+    n_kv_heads: int,
+    head_dim: int,
+    max_positions: int | None = None,
+) -> None:
     """Give every attention layer a :class:`KVCache` (on its own device) and the model a :class:`CacheState`."""
     if max_positions is not None and max_seq_length > max_positions:
         raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's {max_positions} positions")
@@ -84,8 +97,15 @@ def setup_kv_caches(model: nn.Module, attn_layers: Iterable[nn.Module], max_batc
     model.cache_state = CacheState(max_batch_size, max_seq_length, static=static, device=first.device)
     for layer in attn_layers:
         device = next(itertools.chain(layer.parameters(), layer.buffers())).device  # quantized: buffers only
-        layer.kv_cache = KVCache(max_batch_size, max_seq_length, n_kv_heads, head_dim,
-                                 dtype=first.dtype, device=device, static=static)
+        layer.kv_cache = KVCache(
+            max_batch_size,
+            max_seq_length,
+            n_kv_heads,
+            head_dim,
+            dtype=first.dtype,
+            device=device,
+            static=static,
+        )
 
 
 def clear_kv_caches(model: nn.Module, attn_layers: Iterable[nn.Module]) -> None:
@@ -95,10 +115,13 @@ def clear_kv_caches(model: nn.Module, attn_layers: Iterable[nn.Module]) -> None:
         layer.kv_cache = None
 
 
-def rope_cos_sin(pos_ids: torch.Tensor, head_dim: int, base: float,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(
+    pos_ids: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotary cos/sin of shape (B|1, 1, T, head_dim) for positions (B|1, T), rotate-half layout."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=pos_ids.device, dtype=torch.float32) / head_dim))
+    inv_freq = 1.0 / (
+        base ** (torch.arange(0, head_dim, 2, device=pos_ids.device, dtype=torch.float32) / head_dim)
+    )
     freqs = pos_ids.float()[..., None] * inv_freq
     emb = torch.cat([freqs, freqs], dim=-1)[:, None]
     return emb.cos().to(dtype), emb.sin().to(dtype)

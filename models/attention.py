@@ -124,7 +124,7 @@ def allowed_mask(
         if m.dim() == 2:
             if m.shape != (batch, tk):
                 raise ValueError(f"key padding mask must be (B, Tk)=({batch}, {tk}), got {tuple(m.shape)}")
-            m = m[:, None, None, :] & m[:, None, tk - tq:, None]  # padded queries read nothing
+            m = m[:, None, None, :] & m[:, None, tk - tq :, None]  # padded queries read nothing
         allowed = m if allowed is None else allowed & m
     return allowed
 
@@ -138,8 +138,9 @@ def _eager(q, k, v, causal, mask, window, scale) -> torch.Tensor:
     n_rep = q.shape[1] // k.shape[1]
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
-    allowed = allowed_mask(q.shape[0], q.shape[2], k.shape[2], causal=causal, mask=mask, window=window,
-                           device=q.device)
+    allowed = allowed_mask(
+        q.shape[0], q.shape[2], k.shape[2], causal=causal, mask=mask, window=window, device=q.device
+    )
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
@@ -238,8 +239,13 @@ def _flash_window(q, k, v, w: int, scale) -> torch.Tensor:
         kp = torch.cat([torch.zeros_like(kb[:, :1]), kb[:, :-1]], dim=1).flip(-2)[..., : w - 1, :]
         vp = torch.cat([torch.zeros_like(vb[:, :1]), vb[:, :-1]], dim=1).flip(-2)[..., : w - 1, :]
         qf = qb.flip(-2)[..., 1:, :]
-        o2, l2 = _fa_lse(qf.reshape(b * nb, h, w - 1, d), kp.reshape(b * nb, hk, w - 1, d),
-                         vp.reshape(b * nb, hk, w - 1, d), True, scale)
+        o2, l2 = _fa_lse(
+            qf.reshape(b * nb, h, w - 1, d),
+            kp.reshape(b * nb, hk, w - 1, d),
+            vp.reshape(b * nb, hk, w - 1, d),
+            True,
+            scale,
+        )
         o2 = torch.cat([o2.new_zeros(b * nb, h, 1, d), o2], dim=2).flip(-2)
         l2 = torch.cat([l2.new_full((b * nb, h, 1), float("-inf")), l2], dim=2).flip(-1)
         l2 = l2.reshape(b, nb, h, w)
@@ -256,13 +262,15 @@ def _flash_window(q, k, v, w: int, scale) -> torch.Tensor:
 def _flash_per_sequence(q, k, v, causal, mask, window, scale) -> torch.Tensor:
     """Unpad each sequence and run dense flash on it (real queries are the last real keys)."""
     tq, tk = q.shape[2], k.shape[2]
-    qmask = mask[:, tk - tq:]
+    qmask = mask[:, tk - tq :]
     out = q.new_zeros(q.shape)
     for i in range(q.shape[0]):
         qm, km = qmask[i], mask[i]
         if not bool(qm.any()):
             continue
-        res = _flash_dense(q[i:i + 1][:, :, qm], k[i:i + 1][:, :, km], v[i:i + 1][:, :, km], causal, window, scale)
+        res = _flash_dense(
+            q[i : i + 1][:, :, qm], k[i : i + 1][:, :, km], v[i : i + 1][:, :, km], causal, window, scale
+        )
         out[i, :, qm] = res[0]
     return out
 
@@ -282,7 +290,7 @@ def _flash_varlen(q, k, v, causal, mask, window, scale) -> torch.Tensor:
     """Unpad the whole batch into one packed sequence and call varlen flash once."""
     b, h, tq, d = q.shape
     tk = k.shape[2]
-    qmask = mask[:, tk - tq:]
+    qmask = mask[:, tk - tq :]
     qlens, klens = qmask.sum(-1), mask.sum(-1)
     cu_q = F.pad(qlens.cumsum(0), (1, 0)).to(torch.int32)
     cu_k = F.pad(klens.cumsum(0), (1, 0)).to(torch.int32)

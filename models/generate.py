@@ -6,8 +6,12 @@ import torch
 from torch import nn
 
 
-def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Next token ids (B, 1) from last-position logits (B, V): argmax if ``temperature == 0``."""
     logits = logits.float()
     if temperature <= 0.0:
@@ -21,8 +25,12 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = N
 
 
 @torch.no_grad()
-def prefill(model: nn.Module, idx: torch.Tensor, input_pos: torch.Tensor | None = None,
-            attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def prefill(
+    model: nn.Module,
+    idx: torch.Tensor,
+    input_pos: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Run the prompt (B, T) through the model (filling its cache); last-position logits (B, V)."""
     return model(idx, input_pos, attention_mask)[:, -1]
 
@@ -35,15 +43,28 @@ def decode_one_token(model: nn.Module, cur_token: torch.Tensor, input_pos: torch
 
 def _cache_fits(model: nn.Module, batch: int, length: int, static: bool) -> bool:
     state = getattr(model, "cache_state", None)
-    return (state is not None and state.static == static and state.max_batch_size >= batch
-            and state.max_seq_length >= length)
+    return (
+        state is not None
+        and state.static == static
+        and state.max_batch_size >= batch
+        and state.max_seq_length >= length
+    )
 
 
 @torch.no_grad()
-def generate(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-             top_k: int | None = None, seed: int | None = None, attention_mask: torch.Tensor | None = None,
-             *, use_cache: bool = True, static_cache: bool = True,
-             return_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def generate(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    use_cache: bool = True,
+    static_cache: bool = True,
+    return_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Prompt plus ``max_new_tokens`` generated ids, (B, T + N).
 
     ``prompt_ids`` is (T,) or (B, T); left-pad batches and pass ``attention_mask`` (B, T), 1 = real.

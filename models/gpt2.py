@@ -110,8 +110,16 @@ class Transformer(nn.Module):
     def setup_caches(self, max_batch_size: int, max_seq_length: int, static: bool = True) -> None:
         """Allocate a KV cache per layer (static buffers for torch.compile, or growing ones)."""
         c = self.config
-        setup_kv_caches(self, (blk.attn for blk in self.layers), max_batch_size, max_seq_length, static,
-                        c.n_heads, c.head_dim, c.max_seq_len)
+        setup_kv_caches(
+            self,
+            (blk.attn for blk in self.layers),
+            max_batch_size,
+            max_seq_length,
+            static,
+            c.n_heads,
+            c.head_dim,
+            c.max_seq_len,
+        )
 
     def clear_caches(self) -> None:
         clear_kv_caches(self, (blk.attn for blk in self.layers))
@@ -132,8 +140,12 @@ class Transformer(nn.Module):
     def reset_parameters(self, seed: int = 0) -> None:
         init_parameters(self, seed, self.init_rule)
 
-    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (B, T, vocab) for tokens ``idx`` (B, T) written at cache slots ``input_pos``."""
         ctx = make_context(self.cache_state, idx, input_pos, attention_mask, self.config.sliding_window)
         if int(idx.shape[1]) > self.config.max_seq_len:
@@ -144,7 +156,8 @@ class Transformer(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-def build(name: str = "tiny", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-          seed: int = 0) -> Transformer:
+def build(
+    name: str = "tiny", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> Transformer:
     """``Transformer.from_name(name)`` built on meta, materialised on ``device``, seeded init."""
     return build_model(Transformer, name, device, dtype, seed)

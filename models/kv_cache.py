@@ -27,8 +27,17 @@ from models.attention import attention, get_attention_backend
 class KVCache(nn.Module):
     """Keys and values of one attention layer."""
 
-    def __init__(self, max_batch_size: int, max_seq_length: int, n_kv_heads: int, head_dim: int, *,
-                 dtype: torch.dtype, device: torch.device | str | None = None, static: bool = True) -> None:
+    def __init__(
+        self,
+        max_batch_size: int,
+        max_seq_length: int,
+        n_kv_heads: int,
+        head_dim: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device | str | None = None,
+        static: bool = True,
+    ) -> None:
         super().__init__()
         self.static = static
         self.max_batch_size = max_batch_size
@@ -41,8 +50,9 @@ class KVCache(nn.Module):
             self.k_cache: torch.Tensor | None = None
             self.v_cache: torch.Tensor | None = None
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               start: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k/v (B, H, T, D) at ``input_pos``; return all cached keys and values."""
         b = k.shape[0]
         if b > self.max_batch_size:
@@ -60,7 +70,9 @@ class KVCache(nn.Module):
             self.k_cache, self.v_cache = k, v
         else:
             if start != self.k_cache.shape[2]:
-                raise ValueError(f"dynamic cache holds {self.k_cache.shape[2]} tokens, new ones start at {start}")
+                raise ValueError(
+                    f"dynamic cache holds {self.k_cache.shape[2]} tokens, new ones start at {start}"
+                )
             self.k_cache = torch.cat([self.k_cache, k], dim=2)
             self.v_cache = torch.cat([self.v_cache, v], dim=2)
         if self.k_cache.shape[2] > self.max_seq_length:
@@ -71,8 +83,14 @@ class KVCache(nn.Module):
 class CacheState:
     """Model-wide cache bookkeeping: which slots hold real (non-padding) tokens."""
 
-    def __init__(self, max_batch_size: int, max_seq_length: int, *, static: bool,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        max_batch_size: int,
+        max_seq_length: int,
+        *,
+        static: bool,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.static = static
         self.max_batch_size = max_batch_size
         self.max_seq_length = max_seq_length
@@ -99,8 +117,14 @@ class AttnContext:
     kv_len: int | None = None  # cut cached keys to this many slots
     start: int | None = None  # dynamic cache: offset of the new tokens
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: KVCache | None,
-               scale: float | None = None) -> torch.Tensor:
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: KVCache | None,
+        scale: float | None = None,
+    ) -> torch.Tensor:
         """Update ``kv_cache`` with k/v (if any) and attend q over everything cached."""
         if kv_cache is not None:
             k, v = kv_cache.update(self.input_pos, k, v, self.start)
@@ -122,8 +146,13 @@ def _positions(valid: torch.Tensor) -> torch.Tensor:
     return (valid.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def make_context(state: CacheState | None, idx: torch.Tensor, input_pos: torch.Tensor | None,
-                 attention_mask: torch.Tensor | None, window: int | None = None) -> AttnContext:
+def make_context(
+    state: CacheState | None,
+    idx: torch.Tensor,
+    input_pos: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    window: int | None = None,
+) -> AttnContext:
     """Build the attention context of one forward over tokens ``idx`` (B, T).
 
     ``input_pos`` (T,) are the cache slots of the new tokens (default ``0..T-1``).
@@ -140,7 +169,9 @@ def make_context(state: CacheState | None, idx: torch.Tensor, input_pos: torch.T
     chunk = None
     if attention_mask is not None:
         if attention_mask.dim() != 2 or attention_mask.shape[0] != b or attention_mask.shape[1] < t:
-            raise ValueError(f"attention_mask must be (B, >=T) = ({b}, >={t}), got {tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"attention_mask must be (B, >=T) = ({b}, >={t}), got {tuple(attention_mask.shape)}"
+            )
         chunk = attention_mask[:, -t:].to(device=device, dtype=torch.bool)
 
     if state is None:  # no cache: the keys are exactly the new tokens
@@ -151,8 +182,9 @@ def make_context(state: CacheState | None, idx: torch.Tensor, input_pos: torch.T
         raise ValueError(f"batch {b} exceeds the cache's max_batch_size {state.max_batch_size}")
     if state.static:
         valid = state.valid[:b]
-        valid.index_copy_(1, input_pos, chunk if chunk is not None else torch.ones(b, t, dtype=torch.bool,
-                                                                                   device=device))
+        valid.index_copy_(
+            1, input_pos, chunk if chunk is not None else torch.ones(b, t, dtype=torch.bool, device=device)
+        )
         pos_ids = _positions(valid).index_select(1, input_pos)
         if get_attention_backend() == "flash":  # FA2 takes no masks: cut keys to the filled length
             kv_len = int(input_pos.max()) + 1
@@ -161,12 +193,16 @@ def make_context(state: CacheState | None, idx: torch.Tensor, input_pos: torch.T
         allowed = slots <= input_pos[:, None]
         if window is not None:
             allowed = allowed & (slots > input_pos[:, None] - window)
-        mask = allowed[None, None] & valid[:, None, None, :] & valid.index_select(1, input_pos)[:, None, :, None]
+        mask = (
+            allowed[None, None] & valid[:, None, None, :] & valid.index_select(1, input_pos)[:, None, :, None]
+        )
         return AttnContext(pos_ids, input_pos, False, mask, None)
 
     start = int(input_pos[0])
     if start + t > state.max_seq_length:
-        raise ValueError(f"positions up to {start + t} exceed the cache's max_seq_length {state.max_seq_length}")
+        raise ValueError(
+            f"positions up to {start + t} exceed the cache's max_seq_length {state.max_seq_length}"
+        )
     new = chunk if chunk is not None else torch.ones(b, t, dtype=torch.bool, device=device)
     if start == 0:
         state.valid, state.padded = new, False

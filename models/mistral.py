@@ -26,12 +26,36 @@ from models.kv_cache import AttnContext, make_context
 FAMILY = "mistral"
 
 CONFIGS: dict[str, dict] = {
-    "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128, vocab_size=320,
-                 max_seq_len=256, sliding_window=8),
-    "small": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=2, intermediate_size=1408, vocab_size=32000,
-                  max_seq_len=4096, sliding_window=256),
-    "mistral-7b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, intermediate_size=14336,
-                       vocab_size=32000, max_seq_len=32768, sliding_window=4096),
+    "tiny": dict(
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        intermediate_size=128,
+        vocab_size=320,
+        max_seq_len=256,
+        sliding_window=8,
+    ),
+    "small": dict(
+        dim=512,
+        n_layers=8,
+        n_heads=8,
+        n_kv_heads=2,
+        intermediate_size=1408,
+        vocab_size=32000,
+        max_seq_len=4096,
+        sliding_window=256,
+    ),
+    "mistral-7b": dict(
+        dim=4096,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=8,
+        intermediate_size=14336,
+        vocab_size=32000,
+        max_seq_len=32768,
+        sliding_window=4096,
+    ),
 }
 
 
@@ -85,7 +109,9 @@ class Attention(nn.Module):
         self.wo = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
         self.kv_cache = None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttnContext
+    ) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.wq(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -116,7 +142,9 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttnContext
+    ) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), cos, sin, ctx)
         return h + self.feed_forward(self.ffn_norm(h))
 
@@ -138,8 +166,16 @@ class Transformer(nn.Module):
     def setup_caches(self, max_batch_size: int, max_seq_length: int, static: bool = True) -> None:
         """Allocate a KV cache per layer (static buffers for torch.compile, or growing ones)."""
         c = self.config
-        setup_kv_caches(self, (blk.attention for blk in self.layers), max_batch_size, max_seq_length, static,
-                        c.n_kv_heads, c.head_dim, c.max_seq_len)
+        setup_kv_caches(
+            self,
+            (blk.attention for blk in self.layers),
+            max_batch_size,
+            max_seq_length,
+            static,
+            c.n_kv_heads,
+            c.head_dim,
+            c.max_seq_len,
+        )
 
     def clear_caches(self) -> None:
         clear_kv_caches(self, (blk.attention for blk in self.layers))
@@ -160,8 +196,12 @@ class Transformer(nn.Module):
     def reset_parameters(self, seed: int = 0) -> None:
         init_parameters(self, seed, self.init_rule)
 
-    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (B, T, vocab) for tokens ``idx`` (B, T) written at cache slots ``input_pos``."""
         ctx = make_context(self.cache_state, idx, input_pos, attention_mask, self.config.sliding_window)
         x = self.tok_embeddings(idx)
@@ -171,7 +211,8 @@ class Transformer(nn.Module):
         return self.output(self.norm(x))
 
 
-def build(name: str = "tiny", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-          seed: int = 0) -> Transformer:
+def build(
+    name: str = "tiny", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> Transformer:
     """``Transformer.from_name(name)`` built on meta, materialised on ``device``, seeded init."""
     return build_model(Transformer, name, device, dtype, seed)

@@ -41,11 +41,19 @@ def int8_quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Int8Linear(nn.Module):
     """Weight-only int8 linear layer (per-output-channel scales)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        dtype: torch.dtype,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer(
+            "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+        )
         self.register_buffer("scales", torch.ones(out_features, dtype=dtype, device=device))
         self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
         self.use_kernel = True
@@ -112,7 +120,9 @@ def int4_quantize(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch
     return q.reshape(out_f, in_f).to(torch.uint8), scales, zeros
 
 
-def int4_dequantize(q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int) -> torch.Tensor:
+def int4_dequantize(
+    q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int
+) -> torch.Tensor:
     out_f, in_f = q.shape
     g = q.float().reshape(out_f, in_f // group_size, group_size) - 8
     return (g * scales.float()[..., None] + zeros.float()[..., None]).reshape(out_f, in_f)
@@ -129,14 +139,27 @@ def pick_group_size(in_features: int, preferred: int = 128) -> int | None:
 class Int4Linear(nn.Module):
     """Weight-only int4 linear layer: packed nibbles plus bf16 scales and zeros per group."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, group_size: int,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        dtype: torch.dtype,
+        group_size: int,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
         n_groups = in_features // group_size
-        self.register_buffer("weight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device))
-        self.register_buffer("scales", torch.ones(out_features, n_groups, dtype=torch.bfloat16, device=device))
-        self.register_buffer("zeros", torch.zeros(out_features, n_groups, dtype=torch.bfloat16, device=device))
+        self.register_buffer(
+            "weight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device)
+        )
+        self.register_buffer(
+            "scales", torch.ones(out_features, n_groups, dtype=torch.bfloat16, device=device)
+        )
+        self.register_buffer(
+            "zeros", torch.zeros(out_features, n_groups, dtype=torch.bfloat16, device=device)
+        )
         self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
         self.use_kernel = True
         self.kernel = "dequant"  # or "tinygemm" once the CUDA kernel ran
@@ -158,9 +181,15 @@ class Int4Linear(nn.Module):
         return int4_dequantize(unpack_int4(self.weight), self.scales, self.zeros, self.group_size)
 
     def _kernel_ok(self, x: torch.Tensor) -> bool:
-        return (self.use_kernel and x.is_cuda and x.dtype == torch.bfloat16 and self.out_features % 8 == 0
-                and self.in_features % 128 == 0 and self.group_size in (32, 64, 128, 256)
-                and hasattr(torch.ops.aten, "_weight_int4pack_mm"))
+        return (
+            self.use_kernel
+            and x.is_cuda
+            and x.dtype == torch.bfloat16
+            and self.out_features % 8 == 0
+            and self.in_features % 128 == 0
+            and self.group_size in (32, 64, 128, 256)
+            and hasattr(torch.ops.aten, "_weight_int4pack_mm")
+        )
 
     def prepare_kernel(self) -> None:
         """Convert the packed weight to the CUDA int4 kernel's layout (done on first eager use)."""
@@ -179,8 +208,9 @@ class Int4Linear(nn.Module):
                 self.prepare_kernel()
             if self._packed_for_kernel is not None and self._packed_for_kernel.device == x.device:
                 flat = x.reshape(-1, self.in_features)
-                y = torch.ops.aten._weight_int4pack_mm(flat, self._packed_for_kernel, self.group_size,
-                                                       self._scales_and_zeros)
+                y = torch.ops.aten._weight_int4pack_mm(
+                    flat, self._packed_for_kernel, self.group_size, self._scales_and_zeros
+                )
                 y = y.reshape(*x.shape[:-1], self.out_features)
                 return y if self.bias is None else y + self.bias.to(x.dtype)
         y = F.linear(x, self.dequantize().to(x.dtype))
@@ -228,12 +258,19 @@ def unpack_ternary(packed: torch.Tensor, in_features: int) -> torch.Tensor:
 class BitLinear(nn.Module):
     """Ternary-weight, int8-activation linear layer (BitNet b1.58 inference)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        dtype: torch.dtype,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight", torch.zeros(out_features, -(-in_features // 4), dtype=torch.uint8,
-                                                   device=device))
+        self.register_buffer(
+            "weight", torch.zeros(out_features, -(-in_features // 4), dtype=torch.uint8, device=device)
+        )
         self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32, device=device))
         self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
 

@@ -23,8 +23,9 @@ class ByteTokenizer:
             ids = ids.reshape(-1).tolist()
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
-    def batch_encode(self, texts: list[str], bos: bool = True, left_pad: bool = True,
-                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_encode(
+        self, texts: list[str], bos: bool = True, left_pad: bool = True, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded ids (B, T) and attention mask (B, T) with 1 for real tokens (left padding by default)."""
         rows = [self.encode(t, bos=bos) for t in texts]
         width = max((len(r) for r in rows), default=0)

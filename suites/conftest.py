@@ -87,8 +87,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("slow") and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow test: set RUN_SLOW=1 to run it"))
         if item.get_closest_marker("flash_attn_test") and gpus == 0:
-            item.add_marker(pytest.mark.skip(
-                reason="FlashAttention-2 needs a CUDA GPU; torch.cuda.is_available() is False here"))
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="FlashAttention-2 needs a CUDA GPU; torch.cuda.is_available() is False here"
+                )
+            )
         if item.get_closest_marker("multi_gpu") and gpus < 2:
             item.add_marker(pytest.mark.skip(reason=f"needs 2 or more CUDA GPUs; this machine has {gpus}"))
 
@@ -115,8 +118,12 @@ def family(model_name: str) -> ModuleType:
 def make_model(family: ModuleType, device: torch.device) -> Callable[..., torch.nn.Module]:
     """``make_model(dtype=fp32, seed=0, device=None)`` builds the family at ``HARNESS_MODEL_CONFIG``."""
 
-    def make(dtype: torch.dtype = torch.float32, seed: int = 0, device_: torch.device | None = None,
-             config: str | None = None) -> torch.nn.Module:
+    def make(
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        device_: torch.device | None = None,
+        config: str | None = None,
+    ) -> torch.nn.Module:
         return family.build(config or model_config(), device=device_ or device, dtype=dtype, seed=seed)
 
     return make

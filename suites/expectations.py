@@ -63,7 +63,9 @@ class DeviceKey:
             raise ValueError(f"bad device key {text!r}: capability must look like 9.0") from None
 
     def __str__(self) -> str:
-        return self.type if self.capability is None else f"{self.type}:{self.capability[0]}.{self.capability[1]}"
+        return (
+            self.type if self.capability is None else f"{self.type}:{self.capability[0]}.{self.capability[1]}"
+        )
 
 
 def device_key(device: Any = None) -> DeviceKey:
@@ -71,7 +73,11 @@ def device_key(device: Any = None) -> DeviceKey:
     import importlib
 
     torch = importlib.import_module("torch")
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     if dev.type == "cuda":
         kind = "rocm" if getattr(torch.version, "hip", None) else "cuda"
         return DeviceKey(kind, tuple(torch.cuda.get_device_capability(dev)))
@@ -82,7 +88,9 @@ class Expectations:
     """Values of one check for several devices; :meth:`find` returns the best match."""
 
     def __init__(self, data: dict[str, Any]) -> None:
-        self.data = {DeviceKey.parse(k) if k != "default" else DeviceKey("default"): v for k, v in data.items()}
+        self.data = {
+            DeviceKey.parse(k) if k != "default" else DeviceKey("default"): v for k, v in data.items()
+        }
 
     @staticmethod
     def score(candidate: DeviceKey, device: DeviceKey) -> int:
@@ -177,12 +185,14 @@ def _short(value: Any, limit: int = 120) -> str:
 def recorded(root: Path | None = None) -> dict[str, dict[str, list[str]]]:
     """What is on file: ``{model: {check: [device keys]}}``."""
     base = root or expectations_dir()
-    return {p.stem: {c: sorted(v) for c, v in load(p.stem, base).items()}
-            for p in sorted(base.glob("*.json"))}
+    return {
+        p.stem: {c: sorted(v) for c, v in load(p.stem, base).items()} for p in sorted(base.glob("*.json"))
+    }
 
 
-def update_command(models: list[str], device: str | None = None, suite_dir: Path | None = None,
-                   workers: int = 0) -> tuple[list[str], dict[str, str]]:
+def update_command(
+    models: list[str], device: str | None = None, suite_dir: Path | None = None, workers: int = 0
+) -> tuple[list[str], dict[str, str]]:
     """argv and extra env that re-record the slow suite's expectations for ``models`` on ``device``.
 
     ``device`` (e.g. ``cuda:1``) pins the run with ``CUDA_VISIBLE_DEVICES``; ``cpu`` hides GPUs.
@@ -199,6 +209,18 @@ def update_command(models: list[str], device: str | None = None, suite_dir: Path
                 env["CUDA_VISIBLE_DEVICES"] = index
         else:
             raise ValueError(f"device {device!r}: expected cpu, cuda or cuda:N")
-    argv = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider", "-q",
-            "-m", "not multi_gpu", "-n", str(workers), "-s"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(suite),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-m",
+        "not multi_gpu",
+        "-n",
+        str(workers),
+        "-s",
+    ]
     return argv, env

@@ -48,7 +48,7 @@ def _case(name: str, tk: int, window: int) -> dict:
         if name == "right_padded":
             mask[i, :n] = True
         else:
-            mask[i, tk - n:] = True
+            mask[i, tk - n :] = True
     return {
         "causal": dict(tq=tk, causal=True),
         "noncausal": dict(tq=tk, causal=False),
@@ -67,7 +67,8 @@ def _check(out: torch.Tensor, low: torch.Tensor, ref: torch.Tensor, dtype: torch
     err_eager = (low.float() - ref).abs().max().item()
     assert torch.isfinite(out).all(), f"{what}: non-finite flash output"
     assert err_flash <= 2 * err_eager + EPS[dtype], (
-        f"{what}: flash max error {err_flash:.2e} vs eager {err_eager:.2e} (allowed 2x + {EPS[dtype]})")
+        f"{what}: flash max error {err_flash:.2e} vs eager {err_eager:.2e} (allowed 2x + {EPS[dtype]})"
+    )
 
 
 @pytest.mark.parametrize("case", DENSE_CASES)
@@ -101,8 +102,11 @@ def _attention_case(family, dtype: torch.dtype, case: str) -> None:
 REL_EPS = {torch.float16: 1e-3, torch.bfloat16: 4e-3}
 
 
-def _check_logits(out: torch.Tensor, low: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+def _check_logits(
+    out: torch.Tensor, low: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str
+) -> None:
     """Mean per-token relative error: robust to a rare MoE routing flip in low precision."""
+
     def rel(x: torch.Tensor) -> float:
         return ((x - ref).norm(dim=-1) / ref.norm(dim=-1)).mean().item()
 
@@ -110,7 +114,8 @@ def _check_logits(out: torch.Tensor, low: torch.Tensor, ref: torch.Tensor, dtype
     err_flash, err_eager = rel(out), rel(low)
     assert err_flash <= 2 * err_eager + REL_EPS[dtype], (
         f"{what}: flash mean relative error {err_flash:.2e} vs eager {err_eager:.2e} "
-        f"(allowed 2x + {REL_EPS[dtype]})")
+        f"(allowed 2x + {REL_EPS[dtype]})"
+    )
     agree = (out.argmax(-1) == low.argmax(-1)).float().mean().item()
     assert agree >= 0.9, f"{what}: top-1 agreement flash vs eager {agree:.2f}"
 
@@ -123,7 +128,11 @@ def _logits(model, ids, mask, backend: str) -> torch.Tensor:
 @pytest.mark.parametrize("padded", [False, True], ids=["dense", "left_padded"])
 def test_flash_model_logits_match_eager(make_model, dtype, padded: bool) -> None:
     tok = ByteTokenizer()
-    texts = ["The quick brown fox jumps over the lazy dog", "hello"] if padded else ["The quick brown fox jumps"] * 2
+    texts = (
+        ["The quick brown fox jumps over the lazy dog", "hello"]
+        if padded
+        else ["The quick brown fox jumps"] * 2
+    )
     ids, mask = tok.batch_encode(texts, device="cuda")
     mask = mask if padded else None
     model = make_model(torch.float32)
@@ -142,7 +151,7 @@ def _stepwise(model, tokens: torch.Tensor, prompt: int, static: bool, backend: s
         try:
             steps = [model(tokens[:, :prompt], torch.arange(prompt, device="cuda"))[:, -1]]
             for pos in range(prompt, t - 1):
-                steps.append(model(tokens[:, pos:pos + 1], torch.tensor([pos], device="cuda"))[:, -1])
+                steps.append(model(tokens[:, pos : pos + 1], torch.tensor([pos], device="cuda"))[:, -1])
         finally:
             model.clear_caches()
     return torch.stack(steps, 1).float()
@@ -164,15 +173,21 @@ def test_flash_kernel_ran(make_model) -> None:
     ids, mask = ByteTokenizer().batch_encode(["The quick brown fox", "hi"], device="cuda")
     from torch.profiler import ProfilerActivity, profile
 
-    with attention_backend("flash"), torch.no_grad(), profile(
-            activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    with (
+        attention_backend("flash"),
+        torch.no_grad(),
+        profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof,
+    ):
         model(ids)
         model(ids, attention_mask=mask)
         torch.cuda.synchronize()
     names = {e.key for e in prof.key_averages()}
     flash = sorted(n for n in names if "flash" in n.lower())
-    others = sorted(n for n in names if any(s in n.lower() for s in ("efficient_attention", "cudnn_attention",
-                                                                    "attention_math", "fmha")))
+    others = sorted(
+        n
+        for n in names
+        if any(s in n.lower() for s in ("efficient_attention", "cudnn_attention", "attention_math", "fmha"))
+    )
     assert flash, f"no flash kernel in the profile: {sorted(names)[:40]}"
     assert not others, f"non-flash attention kernels ran: {others}"
 
@@ -182,5 +197,10 @@ def test_flash_refuses_instead_of_falling_back() -> None:
     with pytest.raises(RuntimeError):
         attention(q, q, q, backend="flash")
     with pytest.raises(ValueError):  # arbitrary masks are not flash's business either
-        attention(q.half(), q.half(), q.half(), backend="flash", mask=torch.ones(1, 1, 8, 8, dtype=torch.bool,
-                                                                                 device="cuda"))
+        attention(
+            q.half(),
+            q.half(),
+            q.half(),
+            backend="flash",
+            mask=torch.ones(1, 1, 8, 8, dtype=torch.bool, device="cuda"),
+        )

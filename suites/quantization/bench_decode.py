@@ -63,10 +63,20 @@ def bench(family: str, config: str, method: str, prompt: int, steps: int) -> dic
         graph_ms = _time_steps(graph.replay, steps)
         finite = bool(torch.isfinite(logits).all())
     kernels = sorted({m.kernel for m in model.modules() if hasattr(m, "kernel")})
-    out = dict(family=family, config=config, method=method, weight_gib=weights / 2**30, build_s=build_s,
-               eager_ms_per_token=eager_ms, graph_ms_per_token=graph_ms, tokens_per_s=1000 / graph_ms,
-               achieved_gbps=weights / (graph_ms / 1000) / 1e9, peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
-               kernels=kernels, finite=finite)
+    out = dict(
+        family=family,
+        config=config,
+        method=method,
+        weight_gib=weights / 2**30,
+        build_s=build_s,
+        eager_ms_per_token=eager_ms,
+        graph_ms_per_token=graph_ms,
+        tokens_per_s=1000 / graph_ms,
+        achieved_gbps=weights / (graph_ms / 1000) / 1e9,
+        peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
+        kernels=kernels,
+        finite=finite,
+    )
     del model, graph, logits
     gc.collect()
     torch.cuda.empty_cache()
@@ -88,14 +98,22 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     base = rows[0]["graph_ms_per_token"]
-    print(f"{'method':8} {'GiB':>6} {'eager ms':>9} {'graph ms':>9} {'tok/s':>7} {'GB/s':>7} {'speedup':>7} kernels")
+    print(
+        f"{'method':8} {'GiB':>6} {'eager ms':>9} {'graph ms':>9} {'tok/s':>7} {'GB/s':>7} {'speedup':>7} kernels"
+    )
     for r in rows:
-        print(f"{r['method']:8} {r['weight_gib']:6.2f} {r['eager_ms_per_token']:9.2f} {r['graph_ms_per_token']:9.2f} "
-              f"{r['tokens_per_s']:7.1f} {r['achieved_gbps']:7.0f} {base / r['graph_ms_per_token']:7.2f} "
-              f"{','.join(r['kernels'])}")
+        print(
+            f"{r['method']:8} {r['weight_gib']:6.2f} {r['eager_ms_per_token']:9.2f} {r['graph_ms_per_token']:9.2f} "
+            f"{r['tokens_per_s']:7.1f} {r['achieved_gbps']:7.0f} {base / r['graph_ms_per_token']:7.2f} "
+            f"{','.join(r['kernels'])}"
+        )
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, fh, indent=1)
+            json.dump(
+                {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows},
+                fh,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

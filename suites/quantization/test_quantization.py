@@ -81,7 +81,9 @@ def test_parameter_bytes_reduced(make_model, method: str) -> None:
     q = quantize(model, method)
     stored, bf16 = quantized_bytes(q)
     assert q.quantization["quantized"], "nothing was quantized"
-    assert stored / bf16 <= BYTES[method], f"{method}: {stored}/{bf16} bytes = {stored / bf16:.3f} > {BYTES[method]}"
+    assert stored / bf16 <= BYTES[method], (
+        f"{method}: {stored}/{bf16} bytes = {stored / bf16:.3f} > {BYTES[method]}"
+    )
     assert param_bytes(q) < before
 
 
@@ -97,7 +99,9 @@ def test_quantized_generation_runs_and_caches(make_model, device, method: str, s
 
 def test_int4_packs_two_values_per_byte(make_model) -> None:
     model = make_model(torch.float32)
-    originals = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    originals = {
+        n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+    }
     q = quantize(model, "int4")
     for name in q.quantization["quantized"]:
         layer = q.get_submodule(name)
@@ -113,7 +117,9 @@ def test_int4_packs_two_values_per_byte(make_model) -> None:
 
 def test_bitnet_packing_and_round_trip_exact(make_model) -> None:
     model = make_model(torch.float32)
-    originals = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    originals = {
+        n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+    }
     q = quantize(model, "bitnet")
     assert q.quantization["quantized"]
     for name in q.quantization["quantized"]:

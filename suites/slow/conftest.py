@@ -36,8 +36,10 @@ def expect(model_name: str, device: torch.device) -> Callable[..., None]:
             return
         found = ex.expectations(model_name, name).find(key)
         if found is None:
-            pytest.skip(f"no expectation for {model_name}/{name} on {key}: record one with "
-                        f"HARNESS_UPDATE_EXPECTATIONS=1 RUN_SLOW=1 (harness expectations update)")
+            pytest.skip(
+                f"no expectation for {model_name}/{name} on {key}: record one with "
+                f"HARNESS_UPDATE_EXPECTATIONS=1 RUN_SLOW=1 (harness expectations update)"
+            )
         used, expected = found
         problem = _compare(expected, actual, atol, rtol)
         assert problem is None, f"{model_name}/{name} vs expectation [{used}] on {key}: {problem}"

@@ -34,7 +34,7 @@ def test_greedy_generation_matches_expectations(make_model, native_dtype, device
     model = make_model(native_dtype)
     ids = _prompt(device)
     out = generate(model, ids, NEW)
-    expect(f"greedy_tokens/{_dname(native_dtype)}", out[0, ids.shape[1]:].tolist())
+    expect(f"greedy_tokens/{_dname(native_dtype)}", out[0, ids.shape[1] :].tolist())
 
 
 def test_logits_slice_matches_expectations(make_model, native_dtype, device, expect) -> None:
@@ -42,15 +42,19 @@ def test_logits_slice_matches_expectations(make_model, native_dtype, device, exp
     with torch.no_grad():
         logits = model(_prompt(device))[0, -3:, :8].float()
     atol, rtol = TOL[native_dtype]
-    expect(f"logits_slice/{_dname(native_dtype)}", [[round(v, 4) for v in row] for row in logits.tolist()],
-           atol=atol, rtol=rtol)
+    expect(
+        f"logits_slice/{_dname(native_dtype)}",
+        [[round(v, 4) for v in row] for row in logits.tolist()],
+        atol=atol,
+        rtol=rtol,
+    )
 
 
 def test_seeded_sampling_matches_expectations(make_model, native_dtype, device, expect) -> None:
     model = make_model(native_dtype)
     ids = _prompt(device)
     out = generate(model, ids, NEW, temperature=0.8, top_k=40, seed=1234)
-    expect(f"sampled_tokens/{_dname(native_dtype)}", out[0, ids.shape[1]:].tolist())
+    expect(f"sampled_tokens/{_dname(native_dtype)}", out[0, ids.shape[1] :].tolist())
 
 
 @pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
@@ -67,12 +71,14 @@ def test_kv_cache_matches_recompute(make_model, device, static: bool) -> None:
 def test_left_padded_batch_matches_one_by_one(make_model, device, static: bool) -> None:
     model = make_model(torch.float32)
     ids, mask = TOK.batch_encode(PROMPTS, device=device)
-    batch, batch_logits = generate(model, ids, NEW, attention_mask=mask, static_cache=static, return_logits=True)
+    batch, batch_logits = generate(
+        model, ids, NEW, attention_mask=mask, static_cache=static, return_logits=True
+    )
     assert bool((mask == 0).any()), "the batch should contain padding"
     for i, text in enumerate(PROMPTS):
         one = torch.tensor([TOK.encode(text)], device=device)
         single, single_logits = generate(model, one, NEW, static_cache=static, return_logits=True)
-        assert batch[i, ids.shape[1]:].tolist() == single[0, one.shape[1]:].tolist(), f"prompt {i} {text!r}"
+        assert batch[i, ids.shape[1] :].tolist() == single[0, one.shape[1] :].tolist(), f"prompt {i} {text!r}"
         torch.testing.assert_close(batch_logits[i], single_logits[0], atol=1e-4, rtol=1e-4)
 
 
@@ -103,7 +109,9 @@ def test_save_load_round_trip(make_model, device, tmp_path) -> None:
 
 def test_build_and_forward_are_deterministic(make_model, device) -> None:
     a, b, c = make_model(seed=3), make_model(seed=3), make_model(seed=4)
-    for (name, pa), (_, pb), (_, pc) in zip(a.named_parameters(), b.named_parameters(), c.named_parameters(), strict=True):
+    for (name, pa), (_, pb), (_, pc) in zip(
+        a.named_parameters(), b.named_parameters(), c.named_parameters(), strict=True
+    ):
         assert torch.equal(pa, pb), f"{name} differs between two builds with the same seed"
         if pa.numel() > 1 and pa.std() > 0:
             assert not torch.equal(pa, pc), f"{name} ignores the seed"
@@ -115,6 +123,8 @@ def test_build_and_forward_are_deterministic(make_model, device) -> None:
 def test_seeded_sampling_is_reproducible(make_model, device) -> None:
     model = make_model(torch.float32)
     ids = _prompt(device)
-    runs = [generate(model, ids, NEW, temperature=1.0, seed=s)[0, ids.shape[1]:].tolist() for s in (11, 11, 12)]
+    runs = [
+        generate(model, ids, NEW, temperature=1.0, seed=s)[0, ids.shape[1] :].tolist() for s in (11, 11, 12)
+    ]
     assert runs[0] == runs[1]
     assert runs[0] != runs[2], "a different seed should sample differently"

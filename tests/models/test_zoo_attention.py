@@ -18,15 +18,18 @@ from models.attention import (
 
 def _qkv(b=3, hq=4, hkv=2, tq=9, tk=9, d=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, hq, tq, d, generator=g), torch.randn(b, hkv, tk, d, generator=g),
-            torch.randn(b, hkv, tk, d, generator=g))
+    return (
+        torch.randn(b, hq, tq, d, generator=g),
+        torch.randn(b, hkv, tk, d, generator=g),
+        torch.randn(b, hkv, tk, d, generator=g),
+    )
 
 
 def _pad_mask(b: int, tk: int, right: bool = False) -> torch.Tensor:
     mask = torch.ones(b, tk, dtype=torch.bool)
     for i in range(b):
         if right:
-            mask[i, tk - 2 * i:] = False
+            mask[i, tk - 2 * i :] = False
         else:
             mask[i, : 2 * i] = False
     return mask
@@ -42,10 +45,21 @@ def _manual(q, k, v, allowed):
 
 CASES = [
     # (tq, tk, causal, window, padding)
-    (9, 9, True, None, None), (9, 9, False, None, None), (1, 9, True, None, None), (4, 12, True, None, None),
-    (16, 16, True, 4, None), (17, 17, True, 5, None), (16, 16, True, 1, None), (7, 20, True, 3, None),
-    (1, 20, True, 6, None), (9, 9, True, None, "left"), (9, 9, True, None, "right"), (9, 9, False, None, "left"),
-    (16, 16, True, 4, "left"), (1, 9, True, 3, "left"), (9, 9, True, 40, None),
+    (9, 9, True, None, None),
+    (9, 9, False, None, None),
+    (1, 9, True, None, None),
+    (4, 12, True, None, None),
+    (16, 16, True, 4, None),
+    (17, 17, True, 5, None),
+    (16, 16, True, 1, None),
+    (7, 20, True, 3, None),
+    (1, 20, True, 6, None),
+    (9, 9, True, None, "left"),
+    (9, 9, True, None, "right"),
+    (9, 9, False, None, "left"),
+    (16, 16, True, 4, "left"),
+    (1, 9, True, 3, "left"),
+    (9, 9, True, 40, None),
 ]
 
 
@@ -72,8 +86,14 @@ def test_gqa_query_head_reads_kv_head_h_over_group() -> None:
     q, k, v = _qkv(hq=6, hkv=2)
     out = attention(q, k, v, causal=False, backend="eager")
     for h in range(6):
-        one = attention(q[:, h:h + 1], k[:, h // 3:h // 3 + 1], v[:, h // 3:h // 3 + 1], causal=False, backend="eager")
-        torch.testing.assert_close(out[:, h:h + 1], one)
+        one = attention(
+            q[:, h : h + 1],
+            k[:, h // 3 : h // 3 + 1],
+            v[:, h // 3 : h // 3 + 1],
+            causal=False,
+            backend="eager",
+        )
+        torch.testing.assert_close(out[:, h : h + 1], one)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

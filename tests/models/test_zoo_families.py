@@ -11,8 +11,13 @@ from models.generate import generate, sample
 from models.tokenizer import ByteTokenizer
 
 FAMILIES = ["gemma", "gpt2", "llama", "mistral", "mixtral"]
-REAL = {"llama": ("llama-2-7b", 6.74e9), "mistral": ("mistral-7b", 7.24e9), "gemma": ("gemma-2b", 2.51e9),
-        "mixtral": ("mixtral-8x7b", 46.7e9), "gpt2": ("gpt2", 124.4e6)}
+REAL = {
+    "llama": ("llama-2-7b", 6.74e9),
+    "mistral": ("mistral-7b", 7.24e9),
+    "gemma": ("gemma-2b", 2.51e9),
+    "mixtral": ("mixtral-8x7b", 46.7e9),
+    "gpt2": ("gpt2", 124.4e6),
+}
 TOK = ByteTokenizer()
 
 
@@ -61,7 +66,7 @@ def test_incremental_decode_matches_full_forward(fam, static, backend) -> None:
         full = model(idx)
         model.setup_caches(2, 24, static=static)
         parts = [model(idx[:, :9], torch.arange(9))]
-        parts += [model(idx[:, i:i + 1], torch.tensor([i])) for i in range(9, 20)]
+        parts += [model(idx[:, i : i + 1], torch.tensor([i])) for i in range(9, 20)]
         model.clear_caches()
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
 
@@ -106,7 +111,9 @@ def test_cache_limits_are_enforced(fam) -> None:
 
 
 def test_family_specifics() -> None:
-    gemma, gpt2, mistral, mixtral = (load_family(n).build("tiny") for n in ("gemma", "gpt2", "mistral", "mixtral"))
+    gemma, gpt2, mistral, mixtral = (
+        load_family(n).build("tiny") for n in ("gemma", "gpt2", "mistral", "mixtral")
+    )
     assert gemma.output.weight is gemma.tok_embeddings.weight
     assert gpt2.lm_head.weight is gpt2.wte.weight
     assert gemma.config.head_dim * gemma.config.n_heads != gemma.config.dim

@@ -100,7 +100,9 @@ def test_bitlinear_integer_matmul_is_exact() -> None:
     assert torch.equal(layer.integer_matmul(x_q).long(), exact)
     x = torch.randn(5, 4096, generator=G)
     xq, sx = activation_quantize(x)
-    want = (xq.long() @ layer.ternary_weight().long().t()).double() / (sx.double() * layer.weight_scale.double())
+    want = (xq.long() @ layer.ternary_weight().long().t()).double() / (
+        sx.double() * layer.weight_scale.double()
+    )
     torch.testing.assert_close(layer(x).double(), want, atol=1e-6, rtol=1e-6)
 
 

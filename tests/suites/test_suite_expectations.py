@@ -24,16 +24,20 @@ def test_current_device_key_on_cpu() -> None:
     assert ex.device_key("cpu") == ex.DeviceKey("cpu")
 
 
-@pytest.mark.parametrize("device,expected", [
-    ("cuda:9.0", "h100"),      # exact
-    ("cuda:8.9", "ada"),       # same major beats bare type
-    ("cuda:7.5", "any-cuda"),  # bare type
-    ("cpu", "cpu"),
-    ("xpu", "fallback"),       # only default applies
-])
+@pytest.mark.parametrize(
+    "device,expected",
+    [
+        ("cuda:9.0", "h100"),  # exact
+        ("cuda:8.9", "ada"),  # same major beats bare type
+        ("cuda:7.5", "any-cuda"),  # bare type
+        ("cpu", "cpu"),
+        ("xpu", "fallback"),  # only default applies
+    ],
+)
 def test_best_match(device, expected) -> None:
-    e = ex.Expectations({"cuda:9.0": "h100", "cuda:8.6": "ada", "cuda": "any-cuda", "cpu": "cpu",
-                         "default": "fallback"})
+    e = ex.Expectations(
+        {"cuda:9.0": "h100", "cuda:8.6": "ada", "cuda": "any-cuda", "cpu": "cpu", "default": "fallback"}
+    )
     key, value = e.find(ex.DeviceKey.parse(device))
     assert value == expected
 
@@ -46,13 +50,19 @@ def test_other_capability_of_same_type_before_default_and_no_match() -> None:
 
 
 def test_record_load_and_stable_format(tmp_path: Path) -> None:
-    assert ex.record("llama", "greedy", "cpu", [1, 2, 3], root=tmp_path) == "llama/greedy[cpu]: recorded [1, 2, 3]"
+    assert (
+        ex.record("llama", "greedy", "cpu", [1, 2, 3], root=tmp_path)
+        == "llama/greedy[cpu]: recorded [1, 2, 3]"
+    )
     assert ex.record("llama", "greedy", "cpu", [1, 2, 3], root=tmp_path).endswith("unchanged")
     assert ex.record("llama", "greedy", "cpu", [1, 2, 4], root=tmp_path).endswith("[1, 2, 3] -> [1, 2, 4]")
     ex.record("llama", "greedy", "cuda:9.0", [7], root=tmp_path)
     ex.record("llama", "logits", "cpu", [[0.5, -1.25]], root=tmp_path)
     text = (tmp_path / "llama.json").read_text()
-    assert json.loads(text) == {"greedy": {"cpu": [1, 2, 4], "cuda:9.0": [7]}, "logits": {"cpu": [[0.5, -1.25]]}}
+    assert json.loads(text) == {
+        "greedy": {"cpu": [1, 2, 4], "cuda:9.0": [7]},
+        "logits": {"cpu": [[0.5, -1.25]]},
+    }
     assert '    "cpu": [1, 2, 4],\n' in text, "one line per device"
     assert ex.expectations("llama", "greedy", root=tmp_path).find(ex.DeviceKey("cuda", (9, 0)))[1] == [7]
     assert ex.recorded(tmp_path) == {"llama": {"greedy": ["cpu", "cuda:9.0"], "logits": ["cpu"]}}
@@ -87,8 +97,12 @@ def test_env_switches(monkeypatch, tmp_path: Path) -> None:
 
 def test_update_command() -> None:
     argv, env = ex.update_command(["llama", "gpt2"], device="cuda:1")
-    assert env == {"HARNESS_UPDATE_EXPECTATIONS": "1", "RUN_SLOW": "1", "HARNESS_MODELS": "llama,gpt2",
-                   "CUDA_VISIBLE_DEVICES": "1"}
+    assert env == {
+        "HARNESS_UPDATE_EXPECTATIONS": "1",
+        "RUN_SLOW": "1",
+        "HARNESS_MODELS": "llama,gpt2",
+        "CUDA_VISIBLE_DEVICES": "1",
+    }
     assert argv[1:4] == ["-m", "pytest", str(ex.DEFAULT_DIR.parent / "slow")] and "not multi_gpu" in argv
     assert ex.update_command(["llama"], device="cpu")[1]["CUDA_VISIBLE_DEVICES"] == ""
     with pytest.raises(ValueError):
@@ -101,5 +115,7 @@ def test_committed_expectations_cover_every_family_on_cpu() -> None:
     on_file = ex.recorded(ex.DEFAULT_DIR)
     for family in list_families():
         checks = on_file.get(family, {})
-        assert {"greedy_tokens/float32", "logits_slice/float32", "sampled_tokens/float32"} <= set(checks), family
+        assert {"greedy_tokens/float32", "logits_slice/float32", "sampled_tokens/float32"} <= set(checks), (
+            family
+        )
         assert all("cpu" in devices for check, devices in checks.items() if check.endswith("float32")), family

@@ -11,15 +11,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pytest(*args: str, **env: str) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in ("RUN_SLOW", "HARNESS_MODELS",
-                                                            "HARNESS_UPDATE_EXPECTATIONS", "PYTEST_ADDOPTS")}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RUN_SLOW", "HARNESS_MODELS", "HARNESS_UPDATE_EXPECTATIONS", "PYTEST_ADDOPTS")
+    }
     full.update(env, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args], cwd=ROOT,
-                          env=full, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_harness_models_selects_the_parametrisation() -> None:
-    res = _pytest("suites/quantization", "suites/slow", "suites/fa2", "--collect-only", HARNESS_MODELS="gpt2,llama")
+    res = _pytest(
+        "suites/quantization", "suites/slow", "suites/fa2", "--collect-only", HARNESS_MODELS="gpt2,llama"
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     ids = [line for line in res.stdout.splitlines() if "::" in line and "[" in line]
     assert len(ids) > 100
@@ -28,8 +39,9 @@ def test_harness_models_selects_the_parametrisation() -> None:
 
 
 def test_gates_skip_with_their_reasons() -> None:
-    res = _pytest("suites/slow", "suites/fa2", "-rs", "-k", "greedy or kernel_ran or two_gpu",
-                  HARNESS_MODELS="llama")
+    res = _pytest(
+        "suites/slow", "suites/fa2", "-rs", "-k", "greedy or kernel_ran or two_gpu", HARNESS_MODELS="llama"
+    )
     out = res.stdout
     assert res.returncode == 0, out + res.stderr
     assert "slow test: set RUN_SLOW=1 to run it" in out
