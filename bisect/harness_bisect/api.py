@@ -73,7 +73,7 @@ def _validate(req: BisectRequest) -> list[str]:
 
 @contextmanager
 def _interruptible() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit (so worktrees are cleaned) and kill probes on the way out."""
+    """Turn SIGTERM into SystemExit, so that probes are killed and worktrees removed on the way out."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
 
@@ -84,9 +84,6 @@ def _interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, on_term)
     try:
         yield
-    except BaseException:
-        kill_live()
-        raise
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
@@ -162,6 +159,9 @@ def execute(plan: Plan, progress: Progress | None = None) -> BisectResult:
         try:
             scheduler, oracle = _verify_and_plan(executor, req, positions, plan.tests, result)
             _search(executor, scheduler, oracle, positions)
+        except BaseException:
+            kill_live()  # before waiting for the workers and removing their worktrees
+            raise
         finally:
             executor.close()
     _describe(plan.repo, result, scheduler, positions)

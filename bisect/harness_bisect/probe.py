@@ -233,8 +233,8 @@ class ProbeRunner:
                "--continue-on-collection-errors", "-q", "--no-header", "-rN", f"--rootdir={self.base(tree)}"]
         if self.config.metric:
             cmd += ["--hb-metric", self.config.metric]
-        if self.xdist:
-            cmd += ["-n", "0"]
+        if self.xdist and not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+            cmd += ["-n", "0"]  # a target's addopts may ask for xdist; a probe is one process
         return [*cmd, *files]
 
     def run(self, tree: Worktree, commit: str, tests: list[str], repeat: int = 1) -> ProbeResult:

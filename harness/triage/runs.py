@@ -36,8 +36,7 @@ class Outcome:
 def get_run(session: Session, run_id: int) -> Run:
     run = session.get(Run, run_id)
     if run is None:
-        raise TriageError(f"no run {run_id} in the results store: list runs with `harness` reports or "
-                          "pass an existing --run ID")
+        raise TriageError(f"no run {run_id} in the results store: check --run and --db")
     return run
 
 

@@ -131,24 +131,39 @@ def test_user_checkout_head_and_index_untouched(tmp_path: Path, cache: Path) -> 
     assert not list((cache / "worktrees").glob("*/hb-*"))
 
 
-def test_sigkill_mid_bisect_leaves_checkout_and_next_bisect_cleans_up(tmp_path: Path, cache: Path) -> None:
+def _slow_repo(root: Path) -> RepoBuilder:
+    """Importing the package sleeps PROBE_SLEEP seconds: probes stay running long enough to interrupt."""
     slow = "\nimport time as _t\n_t.sleep(float(__import__('os').environ.get('PROBE_SLEEP', '0')))\n"
-    b = core_repo(tmp_path / "repo", "AB", 16, {9: ({"pkg/core.py": broken_core("AB", {"A": 0})}, "break A")},
+    b = core_repo(root, "AB", 16, {9: ({"pkg/core.py": broken_core("AB", {"A": 0})}, "break A")},
                   extra={"pkg/__init__.py": slow})
     _dirty(b)
-    before = _snapshot(b.repo)
+    return b
+
+
+def _start_until_probe(b: RepoBuilder, cache: Path) -> tuple[subprocess.Popen, dict]:
+    """Start `harness bisect` and wait until one of its probes runs inside a worktree."""
     env = {**os.environ, "PROBE_SLEEP": "30"}
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "bisect", "--repo", str(b.root), "--good", b.shas[0],
                              "--tests", T("a"), "-j", "2", "--no-store"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    owners: list[Path] = []
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until a probe is running inside a worktree
-        owners = list((cache / "worktrees").glob("*/hb-*.owner"))
-        if owners and any(json.loads(o.read_text()).get("probe") for o in owners):
-            break
+    while time.monotonic() < deadline:
+        for owner in (cache / "worktrees").glob("*/hb-*.owner"):
+            try:
+                probe = json.loads(owner.read_text()).get("probe")
+            except ValueError:
+                continue
+            if probe:
+                return proc, probe
         time.sleep(0.05)
-    probe = next(json.loads(o.read_text())["probe"] for o in owners if json.loads(o.read_text()).get("probe"))
+    proc.kill()
+    raise AssertionError("no probe started within 60 s")
+
+
+def test_sigkill_mid_bisect_leaves_checkout_and_next_bisect_cleans_up(tmp_path: Path, cache: Path) -> None:
+    b = _slow_repo(tmp_path / "repo")
+    before = _snapshot(b.repo)
+    proc, probe = _start_until_probe(b, cache)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert _snapshot(b.repo) == before
@@ -162,6 +177,19 @@ def test_sigkill_mid_bisect_leaves_checkout_and_next_bisect_cleans_up(tmp_path: 
     assert not (Path(b.repo.git_dir) / "worktrees").exists() or not list((Path(b.repo.git_dir) / "worktrees").iterdir())
     time.sleep(0.2)
     assert not _running(probe["pid"])
+    assert _snapshot(b.repo) == before
+
+
+def test_sigterm_stops_probes_and_removes_worktrees_at_once(tmp_path: Path, cache: Path) -> None:
+    b = _slow_repo(tmp_path / "repo")
+    before = _snapshot(b.repo)
+    proc, probe = _start_until_probe(b, cache)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    time.sleep(0.2)
+    assert not _running(probe["pid"])
+    assert _worktrees(b.root) == [str(b.root)]
+    assert not list((cache / "worktrees").glob("*/hb-*"))
     assert _snapshot(b.repo) == before
 
 

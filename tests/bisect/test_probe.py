@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from harness_bisect.gitops import open_repo
 from harness_bisect.probe import FAIL, PASS, SKIP, ProbeConfig, ProbeRunner
 from harness_bisect.worktrees import WorktreePool
@@ -95,3 +96,18 @@ def test_probe_that_cannot_start_is_a_skip(tmp_path: Path) -> None:
         result = ProbeRunner(ProbeConfig(), tmp_path / "cache").run(pool.trees[0], b.shas[-1], ["tests/test_a.py::test_a"])
     assert result.skip_reason and "conftest" in result.skip_reason
     assert [(a.status, a.outcome) for a in result.attempts["tests/test_a.py::test_a"]] == [(SKIP, "not_run")]
+
+
+def test_each_worker_gets_its_own_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    monkeypatch.setenv("SEEN_DIR", str(seen))
+    b = RepoBuilder(tmp_path / "repo")
+    b.commit({"tests/test_gpu.py": "import os\nfrom pathlib import Path\n\n\ndef test_gpu():\n"
+              "    Path(os.environ['SEEN_DIR'], str(os.getpid())).write_text(os.environ['CUDA_VISIBLE_DEVICES'])\n"})
+    with WorktreePool(open_repo(b.root), 2, tmp_path / "cache") as pool:
+        runner = ProbeRunner(ProbeConfig(gpus=["3", "5"]), tmp_path / "cache")
+        for tree in pool.trees:
+            assert runner.run(tree, b.shas[-1], ["tests/test_gpu.py::test_gpu"]).attempts[
+                "tests/test_gpu.py::test_gpu"][0].status == PASS
+    assert sorted(p.read_text() for p in seen.iterdir()) == ["3", "5"]
