@@ -101,7 +101,7 @@ def test_daily_workflow_steps_ingest_triage_bisect_and_report(tmp_path: Path, pg
 
     engine = create_engine(pg_url)
     with engine.connect() as conn:
-        runs = conn.execute(text("SELECT commit_sha, branch, event, machine_type FROM runs ORDER BY id")).all()
+        runs = conn.execute(text("SELECT commit_sha, branch, event, machine_type FROM runs ORDER BY started_at")).all()
         culprit = conn.execute(text("SELECT nodeid, commit_sha, run_id FROM culprits")).all()
     engine.dispose()
     assert [(r.commit_sha, r.branch, r.event) for r in runs] == [(shas["good"], "main", "schedule"),
