@@ -1,8 +1,8 @@
 """`harness bisect` as one library call: tests between revisions, or a stored run's new failures.
 
 `harness bisect --run ID` bisects the run's new failures (minus those a confirmation rerun found
-flaky) between its baseline's commit and its own, in the repository recorded in `runs.repo` (or
-`--repo`). Culprits go to the `culprits` table; flaky tests found on the way to `flaky_tests`.
+flaky) between its baseline's commit and its own, in `--repo`, else the repository recorded in
+`runs.repo` when that path exists here, else the current directory. Culprits go to the `culprits` table; flaky tests found on the way to `flaky_tests`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from harness_bisect.api import BisectRequest, execute, prepare
 from harness_bisect.executor import Progress
-from harness_bisect.gitops import BisectError
+from harness_bisect.gitops import BisectError, recorded_repo
 from harness_bisect.report import BisectResult, store_culprits
 
 
@@ -57,7 +57,7 @@ def bisect_run(store: Any, run_id: int, *, repo: str | Path | None = None, basel
     if not good or not bad:
         which = inputs.baseline_id if not good else run_id
         raise BisectError(f"run {which} has no commit recorded: pass --good and --bad")
-    where = repo or inputs.repo
+    where = recorded_repo(inputs.repo, repo)
     if not where:
         raise BisectError(f"run {run_id} has no repository path recorded: pass --repo PATH")
     if not inputs.tests:

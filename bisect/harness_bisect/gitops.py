@@ -55,6 +55,16 @@ def open_repo(path: str | Path) -> git.Repo:
     return repo
 
 
+def recorded_repo(recorded: str | None, override: str | Path | None) -> str | Path | None:
+    """Where a stored run's repository is here: the override, else the recorded path if it exists on
+    this machine, else the current directory (a CI job checks the same repository out elsewhere)."""
+    if override:
+        return override
+    if recorded and Path(recorded).exists():
+        return recorded
+    return "." if (Path(".") / ".git").exists() else recorded
+
+
 def subdir_of(repo: git.Repo, path: str | Path) -> str:
     """`path` relative to the repository's top folder ("" for the top itself): where node ids start."""
     top = Path(repo.working_tree_dir or ".").resolve()

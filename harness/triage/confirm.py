@@ -1,5 +1,6 @@
 """Confirmation reruns: each new-failure candidate runs N more times at the run's own commit.
 
+The repository is `--repo`, else `runs.repo` when that path exists here, else the current directory.
 The commit is checked out in a git worktree in the cache folder (the user's checkout is untouched) and
 all candidates run in one pytest process, N attempts each. A candidate that fails every attempt stays
 new; one with mixed results is flaky: it leaves `new` and its counts (the original failure included)
@@ -23,7 +24,7 @@ INCONCLUSIVE = ("skipped", "xfail", "absent", "not_run", "collect_error")
 def confirm_new_failures(store: Store, result: NewFailures, attempts: int = 3, repo: str | Path | None = None,
                          cache_dir: str | Path | None = None) -> NewFailures:
     """Rerun `result.new` `attempts` times at the run's commit; move mixed ones to `flaky` (and the store)."""
-    from harness_bisect.gitops import open_repo, resolve, subdir_of
+    from harness_bisect.gitops import open_repo, recorded_repo, resolve, subdir_of
     from harness_bisect.probe import FAIL, ProbeConfig, ProbeRunner, detect_gpus
     from harness_bisect.worktrees import WorktreePool, cache_root
 
@@ -33,7 +34,7 @@ def confirm_new_failures(store: Store, result: NewFailures, attempts: int = 3, r
         return replace(result, confirmed=True)
     with store.session() as s:
         run = get_run(s, result.run_id)
-        repo_path, sha = repo or run.repo, run.commit_sha
+        repo_path, sha = recorded_repo(run.repo, repo), run.commit_sha
     if not repo_path:
         raise TriageError(f"run {result.run_id} has no repository path recorded: pass --repo PATH or --no-confirm")
     if not sha:

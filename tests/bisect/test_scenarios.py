@@ -165,11 +165,11 @@ SCENARIOS: dict[str, Callable[[Path], Scenario]] = {f.__name__: f for f in [
     broke_fixed_broke_again, collection_error_is_the_failure]}
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-@pytest.mark.parametrize("name", list(SCENARIOS))
+PARALLEL = ("culprits_share_probes", "unbuildable_commit_skipped", "flaky_test_never_blamed")
+
+
+@pytest.mark.parametrize(("name", "workers"), [(n, 1) for n in SCENARIOS] + [(n, 3) for n in PARALLEL])
 def test_scenario(name: str, workers: int, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if workers == 3 and name not in ("culprits_share_probes", "unbuildable_commit_skipped", "flaky_test_never_blamed"):
-        pytest.skip("parallel variant only where scheduling differs")
     monkeypatch.setenv("FLAKE_DIR", str(tmp_path))
     sc = SCENARIOS[name](tmp_path / "repo")
     result = run_bisect(BisectRequest(repo=sc.repo, good=sc.good, bad=sc.bad, tests=sc.tests, workers=workers,
