@@ -68,7 +68,7 @@ def test_every_harness_command_parses_with_the_real_cli(cmd: CommandLine) -> Non
 
 def test_the_workflows_call_every_pipeline_verb() -> None:
     verbs = {parse(c.argv) for c in ALL_COMMANDS}
-    assert verbs >= {"plan", "run", "db upgrade", "ingest", "pipeline triage-matrix", "new-failures", "bisect",
+    assert verbs >= {"plan", "run", "db upgrade", "ingest", "pipeline triage-matrix", "pipeline daily", "new-failures", "bisect",
                      "notify slack", "perf-alerts"}
     assert all(any(c.where.startswith(p.name) for c in ALL_COMMANDS) for p in WORKFLOWS)
 
@@ -152,6 +152,7 @@ def test_gpu_workflows_use_only_keys_the_plan_emits() -> None:
     plan = make_plan(PlanRequest(event="schedule", repo=str(REPO)))
     entry = plan["slices"][0]["include"][0]
     assert matrix_keys(REPO / "workflows" / "run-suites.yml") <= set(entry)
+    assert matrix_keys(REPO / "workflows" / "daily.yml") - {"slice_id"} <= set(entry)
     assert "machine_type" in entry["artifact"] or entry["machine_type"] in entry["artifact"]
     upload = [s for _, s in steps(load(REPO / "workflows" / "run-suites.yml")) if "upload-artifact" in s.get("uses", "")]
     assert upload and "matrix.artifact" in upload[0]["with"]["name"]
