@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from harness_bisect.probe import ProbeResult, ProbeRunner
@@ -63,6 +63,9 @@ class Executor:
         if self.progress:
             self.progress(f"round {self.rounds}: {len(requests)} probe(s)")
         futures = {req: self.threads.submit(self._one, req) for req in requests}
+        pending = set(futures.values())
+        while pending:  # short waits: the kernel may hand SIGTERM to a worker thread, and the main
+            _, pending = wait(pending, timeout=0.2)  # thread must wake up to run the handler
         return {req: fut.result() for req, fut in futures.items()}
 
     def close(self) -> None:
