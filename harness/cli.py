@@ -188,9 +188,11 @@ def bisect(
     retries: Annotated[int, typer.Option("--retries", help="attempts at good and bad to filter flakes")] = 3,
     perf: Annotated[str | None, typer.Option("--perf", help="bisect a timing regression of METRIC "
                                                 "(duration, or a recorded metric)")] = None,
-    threshold: Annotated[str | None, typer.Option("--threshold", help="relative change, e.g. 0.1 or 10%")] = None,
+    threshold: Annotated[str | None, typer.Option("--threshold", help="with --perf: a metric value "
+                                                     "between good and bad (0.25) or a relative change (10%)")] = None,
     samples: Annotated[int, typer.Option("--samples", help="initial measurements per probe with --perf")] = 6,
-    first_parent: Annotated[bool, typer.Option("--first-parent/--no-first-parent")] = True,
+    first_parent: Annotated[bool, typer.Option("--first-parent/--no-first-parent",
+                                               help="blame a merged PR as its merge commit")] = True,
     probe_timeout: Annotated[float, typer.Option("--probe-timeout", help="seconds per probe")] = 1800.0,
     store_results: Annotated[bool, typer.Option("--store/--no-store", help="write culprits to the store")] = True,
     db: DbOption = None,
