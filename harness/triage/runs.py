@@ -54,12 +54,13 @@ def _same(column: ColumnElement, value: object) -> ColumnElement[bool]:
 
 
 def find_baseline(session: Session, run: Run) -> Run | None:
-    """The previous completed run of the same branch, runner group and suites (cancelled, partial,
-    failed and running runs are never baselines)."""
+    """The previous completed run of the same branch, runner group, suites and models (cancelled,
+    partial, failed and running runs are never baselines; a per-model matrix job compares with the
+    same model's previous job, not a neighbour's)."""
     earlier = or_(Run.started_at < run.started_at, and_(Run.started_at == run.started_at, Run.id < run.id))
     stmt = (select(Run).where(Run.status == "completed", Run.id != run.id, earlier,
                               _same(Run.branch, run.branch), _same(Run.runner_group, run.runner_group),
-                              _same(Run.suites, run.suites))
+                              _same(Run.suites, run.suites), _same(Run.models, run.models))
             .order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
     return session.scalars(stmt).first()
 

@@ -109,3 +109,22 @@ def test_cli_json_and_exit_codes(db_url: str, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert err.startswith("harness: run") and "no baseline" in err and err.count("\n") == 1
     store.dispose()
+
+
+def test_baseline_is_the_same_models_previous_run(store: Store) -> None:
+    """Per-model matrix jobs: llama's run compares with llama's previous run, not gemma's at the same commit."""
+    def run(uuid: str, hour: int, models: str, outcome: str) -> int:
+        write_records(store, [
+            RunRecord(uuid=uuid, repo="/r", branch="main", commit_sha=f"{hour:040d}", runner_group="cpu",
+                      suites="slow", models=models, started_at=f"2026-11-26T{hour:02d}:00:00+00:00"),
+            ResultRecord(run=uuid, nodeid=f"t::{models}", outcome=outcome, model=models),
+            RunEnd(run=uuid, status="completed", finished_at=f"2026-11-26T{hour:02d}:30:00+00:00")])
+        with store.session() as s:
+            return s.scalars(select(Run.id).where(Run.uuid == uuid)).one()
+
+    llama_1 = run("llama-1", 1, "llama", "passed")
+    run("gemma-1", 2, "gemma", "passed")
+    llama_2 = run("llama-2", 3, "llama", "failed")
+    report = find_new_failures(store, llama_2)
+    assert report.baseline_id == llama_1
+    assert [d.nodeid for d in report.new] == ["t::llama"]
