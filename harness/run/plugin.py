@@ -24,6 +24,7 @@ import pytest
 from harness.bundle import BenchmarkRecord, BundleWriter, ResultRecord, RunEnd, RunRecord, short_message
 
 BENCHMARK_PROPERTY = "harness_benchmark"
+SAMPLES_PROPERTY = "harness_device_samples"
 _MODEL_PARAMS = ("model_name", "model")
 
 
@@ -58,6 +59,7 @@ def is_active(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if not is_active(config):
         return
+    config.addinivalue_line("markers", "benchmark: runs under the harness device sampler")
     known = config.getoption("harness_models") or os.environ.get("HARNESS_MODELS") or ""
     config.pluginmanager.register(ItemAnnotator([m for m in known.split(",") if m]), "harness-annotator")
     if not hasattr(config, "workerinput"):  # controller (or a plain, non-xdist session)
@@ -100,6 +102,19 @@ class ItemAnnotator:
         model = attribute_model(item, self.known)
         item.user_properties.append(("harness_model", model))
         item.user_properties.append(("harness_device", self.device))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item):  # noqa: ANN201 - a hook wrapper generator
+        """Tests marked `benchmark` run under the device sampler (CPU, RSS, every visible GPU)."""
+        if item.get_closest_marker("benchmark") is None:
+            return (yield)
+        from harness.run.device_sampler import DeviceSampler  # psutil/NVML only when benchmarking
+
+        sampler = DeviceSampler(interval_s=float(os.environ.get("HARNESS_SAMPLE_INTERVAL_S", "0.1"))).start()
+        try:
+            return (yield)
+        finally:
+            item.user_properties.append((SAMPLES_PROPERTY, sampler.stop()))
 
 
 def classify(report: pytest.TestReport) -> str:
@@ -175,6 +190,8 @@ class Recorder:
         state.setdefault("device", props.get("harness_device"))
         if BENCHMARK_PROPERTY in props:
             state["benchmark"] = props[BENCHMARK_PROPERTY]
+        if SAMPLES_PROPERTY in props:
+            state["samples"] = props[SAMPLES_PROPERTY]
         node = getattr(report, "node", None)
         state["worker"] = getattr(getattr(node, "gateway", None), "id", None)
         outcome = classify(report)
@@ -213,7 +230,7 @@ class Recorder:
                                                "gpu_name", "measurements", "device_samples")}
             known["measurements"] = {**(known["measurements"] or {}),
                                      **({"roofline": bench["roofline"]} if "roofline" in bench else {})}
-            known["device_samples"] = known["device_samples"] or []
+            known["device_samples"] = known["device_samples"] or state.get("samples") or []
             known["model"] = known["model"] or state.get("model")
             self.writer.write(BenchmarkRecord(run=self.run_uuid, nodeid=nodeid, created_at=now_iso(), **known))
 

@@ -37,7 +37,10 @@ def broken():
 def test_setup_error(broken):
     pass
 
+@pytest.mark.benchmark
 def test_bench(record_property):
+    import time
+    time.sleep(0.35)
     record_property("harness_benchmark", {"config": "tiny", "dtype": "float32", "batch_size": 1,
                                           "prompt_length": 4, "measurements": {"time_to_first_token_secs": 0.5}})
 """
@@ -73,7 +76,7 @@ def _bundle(path: Path) -> list[dict]:
 def test_inert_without_options(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HARNESS_DB_URL", raising=False)
     pytester.makepyfile(test_sample=SAMPLE)
-    result = pytester.runpytest()
+    result = pytester.runpytest("-p", "no:warnings")
     result.assert_outcomes(passed=4, failed=1, skipped=1, xfailed=1, errors=1)
     assert not (pytester.path / ".harness").exists()
     assert "harness:" not in result.stdout.str()
@@ -100,6 +103,8 @@ def test_bundle_records_every_outcome(pytester: pytest.Pytester, xdist: bool) ->
     assert kinds[-2:] == ["run", "run_end"] and kinds.count("benchmark") == 1
     bench = next(r for r in records if r["kind"] == "benchmark")
     assert bench["measurements"] == {"time_to_first_token_secs": 0.5} and bench["config"] == "tiny"
+    samples = bench["device_samples"]  # the device sampler ran around the benchmark-marked test
+    assert len(samples) >= 2 and all(s["mem_megabytes"] > 0 and "cpu_util" in s for s in samples)
 
 
 @pytest.mark.parametrize("xdist", [False, True], ids=["single-process", "xdist-2"])
@@ -113,9 +118,10 @@ def test_db_option_stores_rows(pytester: pytest.Pytester, db_url: str, xdist: bo
         rows = dict(conn.execute(text("SELECT nodeid, outcome FROM test_results")).all())
         run = conn.execute(text("SELECT status, commit_sha, event FROM runs")).one()
         metrics = conn.execute(text("SELECT measurements FROM model_measurements")).scalar_one()
+        samples = conn.execute(text("SELECT count(*) FROM device_measurements")).scalar_one()
     engine.dispose()
     assert rows == EXPECTED
-    assert run.status == "completed" and run.event == "pytest"
+    assert run.status == "completed" and run.event == "pytest" and samples >= 2
     assert (json.loads(metrics) if isinstance(metrics, str) else metrics)["time_to_first_token_secs"] == 0.5
 
 
