@@ -33,7 +33,21 @@ def _time_steps(step, n: int) -> float:
     return start.elapsed_time(end) / n
 
 
-def bench(family: str, config: str, method: str, prompt: int, steps: int) -> dict:
+def _graph(fn) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """Warm ``fn`` up on a side stream, then capture one call of it as a CUDA graph."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
+def bench(family: str, config: str, method: str, prompt: int, steps: int, compile_: bool = False) -> dict:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -51,17 +65,20 @@ def bench(family: str, config: str, method: str, prompt: int, steps: int) -> dic
     with torch.no_grad():
         model(ids, torch.arange(prompt, device="cuda"))
         eager_ms = _time_steps(lambda m=model: m(tok, pos), steps)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                model(tok, pos)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = model(tok, pos)
+        graph, logits = _graph(lambda m=model: m(tok, pos))
         graph_ms = _time_steps(graph.replay, steps)
         finite = bool(torch.isfinite(logits).all())
+        compiled_ms = compile_s = None
+        if compile_:
+            t0 = time.perf_counter()
+            compiled = torch.compile(model, fullgraph=True, dynamic=False)
+            compiled(tok, pos)
+            torch.cuda.synchronize()
+            compile_s = time.perf_counter() - t0
+            cgraph, clogits = _graph(lambda c=compiled: c(tok, pos))
+            compiled_ms = _time_steps(cgraph.replay, steps)
+            finite = finite and bool(torch.isfinite(clogits).all())
+            del cgraph, clogits, compiled
     kernels = sorted({m.kernel for m in model.modules() if hasattr(m, "kernel")})
     out = dict(
         family=family,
@@ -71,6 +88,8 @@ def bench(family: str, config: str, method: str, prompt: int, steps: int) -> dic
         build_s=build_s,
         eager_ms_per_token=eager_ms,
         graph_ms_per_token=graph_ms,
+        compiled_graph_ms_per_token=compiled_ms,
+        compile_s=compile_s,
         tokens_per_s=1000 / graph_ms,
         achieved_gbps=weights / (graph_ms / 1000) / 1e9,
         peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
@@ -90,21 +109,24 @@ def main() -> None:
     ap.add_argument("--methods", default="bf16,int8,int4")
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (inductor)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     rows = []
     for method in args.methods.split(","):
-        row = bench(args.family, args.config, method, args.prompt, args.steps)
+        row = bench(args.family, args.config, method, args.prompt, args.steps, args.compile)
         rows.append(row)
         print(json.dumps(row), flush=True)
     base = rows[0]["graph_ms_per_token"]
     print(
-        f"{'method':8} {'GiB':>6} {'eager ms':>9} {'graph ms':>9} {'tok/s':>7} {'GB/s':>7} {'speedup':>7} kernels"
+        f"{'method':8} {'GiB':>6} {'eager ms':>9} {'graph ms':>9} {'compiled':>9} {'tok/s':>7} {'speedup':>7} kernels"
     )
     for r in rows:
+        comp = r["compiled_graph_ms_per_token"]
+        best = min(r["graph_ms_per_token"], comp or float("inf"))
         print(
             f"{r['method']:8} {r['weight_gib']:6.2f} {r['eager_ms_per_token']:9.2f} {r['graph_ms_per_token']:9.2f} "
-            f"{r['tokens_per_s']:7.1f} {r['achieved_gbps']:7.0f} {base / r['graph_ms_per_token']:7.2f} "
+            f"{comp if comp is not None else float('nan'):9.2f} {1000 / best:7.1f} {base / best:7.2f} "
             f"{','.join(r['kernels'])}"
         )
     if args.out:
