@@ -9,6 +9,7 @@ the plugin stays cheap in the test process.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -83,7 +84,12 @@ def attribute_model(item: pytest.Item, known: list[str]) -> str | None:
     for key in _MODEL_PARAMS:
         if isinstance(params.get(key), str):
             return params[key]
-    parts = Path(str(item.path)).parts
+    return _model_from_path(str(item.path), tuple(known))
+
+
+@functools.lru_cache(maxsize=4096)
+def _model_from_path(path: str, known: tuple[str, ...]) -> str | None:
+    parts = Path(path).parts
     for name in known:
         if name in parts or f"test_{name}.py" in parts or f"test_modeling_{name}.py" in parts:
             return name
@@ -97,15 +103,23 @@ class ItemAnnotator:
         self.known = sorted(known_models, key=len, reverse=True)
         self.device = current_device()
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        model = attribute_model(item, self.known)
-        item.user_properties.append(("harness_model", model))
-        item.user_properties.append(("harness_device", self.device))
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        """Tag every item once (model, device); reports carry the tags to the controller."""
+        benchmarks = False
+        for item in items:
+            item.user_properties.append(("harness_model", attribute_model(item, self.known)))
+            item.user_properties.append(("harness_device", self.device))
+            benchmarks = benchmarks or item.get_closest_marker("benchmark") is not None
+        if benchmarks and not config.pluginmanager.has_plugin("harness-sampler"):
+            config.pluginmanager.register(BenchmarkSampling(), "harness-sampler")
+
+
+class BenchmarkSampling:
+    """Registered only when benchmark-marked tests exist: runs them under the device sampler."""
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):  # noqa: ANN201 - a hook wrapper generator
-        """Tests marked `benchmark` run under the device sampler (CPU, RSS, every visible GPU)."""
         if item.get_closest_marker("benchmark") is None:
             return (yield)
         from harness.run.device_sampler import DeviceSampler  # psutil/NVML only when benchmarking
@@ -183,8 +197,12 @@ class Recorder:
                                 env=env)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        state = self.pending.setdefault(report.nodeid, {"duration": 0.0, "outcome": None, "message": None})
-        state["duration"] += getattr(report, "duration", 0.0) or 0.0
+        state = self.pending.get(report.nodeid)
+        if state is None:
+            state = self.pending[report.nodeid] = {"duration": 0.0, "outcome": None, "message": None}
+        state["duration"] += report.duration or 0.0
+        if report.when == "setup" and report.passed:
+            return  # the common case: nothing to record until the call and teardown phases
         props = dict(report.user_properties)
         state.setdefault("model", props.get("harness_model"))
         state.setdefault("device", props.get("harness_device"))

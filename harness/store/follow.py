@@ -116,7 +116,7 @@ def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> Non
         if finishing and not records:
             return
         if not records:
-            done.wait(0.02)
+            done.wait(0.1)
 
 
 def main(argv: list[str]) -> int:
