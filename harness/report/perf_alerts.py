@@ -12,6 +12,7 @@ config column), and `bisect_command()` passes the bare metric name.
 
 from __future__ import annotations
 
+import shlex
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from sqlalchemy import and_, select
 from harness.errors import HarnessError
 from harness.report.changepoint import ChangeDetector, EDivisive
 from harness.store.db import Store
-from harness.store.schema import Benchmark, ModelMeasurement, PerfAlert
+from harness.store.schema import Benchmark, ModelMeasurement, PerfAlert, TestResult
 
 HIGHER_IS_BETTER = ("efficiency", "per_s", "per_sec", "throughput", "tokens_per", "flops", "bandwidth")
 NEARBY_POINTS = 3  # an alert this close to a recorded one in the same series is the same change
@@ -85,6 +86,7 @@ class Alert:
     bisect_good: str | None = None  # widened by BISECT_MARGIN points: the estimate may be off a little
     bisect_bad: str | None = None
     new: bool = True
+    test: str | None = None  # the benchmark's node id: what `harness bisect --perf` re-runs
 
     @property
     def threshold(self) -> float:
@@ -95,7 +97,8 @@ class Alert:
     def bisect_command(self, repo: str = ".") -> str:
         good = self.bisect_good or self.commit_before or f"{self.commit_after}~1"
         bad = self.bisect_bad or self.commit_after
-        return (f"harness bisect --repo {repo} --good {good} --bad {bad} "
+        tests = f" --tests {shlex.quote(self.test)}" if self.test else ""
+        return (f"harness bisect --repo {repo} --good {good} --bad {bad}{tests} "
                 f"--perf {self.key.metric} --threshold {self.threshold:.6g}")
 
     def to_json(self, repo: str = ".") -> dict[str, Any]:
@@ -185,6 +188,18 @@ def _known(store: Store, key: SeriesKey) -> list[str]:
         return list(session.execute(select(t.c.commit_after).where(cond)).scalars())
 
 
+def _benchmark_test(store: Store, key: SeriesKey, run_id: int | None) -> str | None:
+    """The node id of the test that measured this series (through `benchmarks.nodeid_hash`)."""
+    b, r = Benchmark.__table__, TestResult.__table__
+    conds = [b.c.model == key.model if key.model else b.c.model.is_(None), b.c.nodeid_hash.is_not(None)]
+    if key.config:
+        conds.append(b.c.config == key.config)
+    query = (select(r.c.nodeid).join(b, and_(b.c.nodeid_hash == r.c.nodeid_hash, b.c.run_id == r.c.run_id))
+             .where(and_(*conds)).order_by((b.c.run_id == run_id).desc(), b.c.benchmark_id.desc()).limit(1))
+    with store.session() as session:
+        return session.execute(query).scalar()
+
+
 def _mark_known(store: Store, key: SeriesKey, points: list[Point], alerts: list[Alert]) -> None:
     """Flag alerts already recorded: same commit, or within NEARBY_POINTS of a recorded one (a change
     point may move by a point or two as more data arrives)."""
@@ -222,6 +237,9 @@ def run_perf_alerts(store: Store, *, detector: ChangeDetector | None = None, bra
         result.points += len(points)
         alerts = detect(key, points, detector)
         _mark_known(store, key, points, alerts)
+        for alert in alerts:
+            if alert.direction == "regression":
+                alert.test = _benchmark_test(store, key, alert.run_id)
         result.alerts.extend(alerts)
     if save:
         record(store, result.alerts)

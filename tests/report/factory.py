@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from harness.bundle import BenchmarkRecord, RunEnd, RunRecord
+from harness.bundle import BenchmarkRecord, ResultRecord, RunEnd, RunRecord
 from harness.store.db import Store
 from harness.store.writer import write_records
 
@@ -35,7 +35,8 @@ def benchmark_series(store: Store, *, n: int = 40, step_at: int = 30, step: floa
         factor = 1.0 + (step if i >= step_at else 0.0)
         ttft = 0.5 * factor * (1 + noise * rng.standard_normal())
         eff = 0.6 / factor * (1 + noise * rng.standard_normal())
-        records += [run, BenchmarkRecord(
+        records += [run, ResultRecord(run=run.uuid, nodeid="suites/benchmark/test_generate.py::test_llama",
+                                      outcome="passed", model=model, suite="benchmark"), BenchmarkRecord(
             run=run.uuid, nodeid="suites/benchmark/test_generate.py::test_llama", model=model,
             gpu_name=gpu, created_at=(T0 + timedelta(hours=i, minutes=5)).isoformat(),
             measurements={"time_to_first_token_secs": ttft,

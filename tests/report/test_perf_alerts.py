@@ -38,6 +38,7 @@ def test_finds_regressions_records_once(store: Store) -> None:
     assert ttft.p_value < 1e-6
     assert ttft.bisect_command("/src/repo") == (
         f"harness bisect --repo /src/repo --good {commits[26]} --bad {commits[33]} "
+        "--tests suites/benchmark/test_generate.py::test_llama "
         f"--perf time_to_first_token_secs --threshold {ttft.threshold:.6g}")
     assert ttft.value_before < ttft.threshold < ttft.value_after  # a metric value between the regimes
     with store.session() as s:
