@@ -3,7 +3,9 @@
 Not a test (pytest collects ``test_*.py`` only): ``python -m suites.quantization.bench_decode
 --family llama --config llama-2-7b --out results.json``. Each method builds the model on the GPU
 (seeded random weights), quantizes it there, fills a static KV cache with a prompt, then times
-single-token decode steps replayed from a CUDA graph (no Python launch overhead) and eagerly.
+single-token decode steps replayed from a CUDA graph (no Python launch overhead) and eagerly;
+``--compile`` also times ``torch.compile``d steps (captured the same way), ``--cdt`` turns on
+inductor's coordinate-descent tuning, without which compiled int8 decode is slow (docs/GPU_RUNS.md).
 """
 
 from __future__ import annotations
@@ -110,8 +112,13 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd steps (inductor)")
+    ap.add_argument("--cdt", action="store_true", help="inductor coordinate-descent tuning (int8 needs it)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.cdt:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.coordinate_descent_tuning = True
     rows = []
     for method in args.methods.split(","):
         row = bench(args.family, args.config, method, args.prompt, args.steps, args.compile)
