@@ -26,7 +26,8 @@ import torch  # noqa: E402
 
 from models import list_families, load_family  # noqa: E402
 
-SELF_PARAMETRISED = {"benchmark"}  # suites with their own model_name parametrisation
+SELF_PARAMETRISED = {"benchmark"}
+NO_FLASH_GPU = "FlashAttention-2 needs a CUDA GPU; torch.cuda.is_available() is False here"  # suites with their own model_name parametrisation
 
 
 def truthy(name: str) -> bool:
@@ -81,17 +82,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = truthy("RUN_SLOW")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    capability = torch.cuda.get_device_capability() if gpus else None
     for item in items:
         if _suite_of(item.path) is None:
             continue
         if item.get_closest_marker("slow") and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow test: set RUN_SLOW=1 to run it"))
-        if item.get_closest_marker("flash_attn_test") and gpus == 0:
-            item.add_marker(
-                pytest.mark.skip(
-                    reason="FlashAttention-2 needs a CUDA GPU; torch.cuda.is_available() is False here"
+        if item.get_closest_marker("flash_attn_test"):
+            if gpus == 0:
+                item.add_marker(pytest.mark.skip(reason=NO_FLASH_GPU))
+            elif capability < (8, 0):
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=f"FlashAttention-2 needs compute capability >= 8.0; "
+                        f"this GPU has {capability[0]}.{capability[1]}"
+                    )
                 )
-            )
         if item.get_closest_marker("multi_gpu") and gpus < 2:
             item.add_marker(pytest.mark.skip(reason=f"needs 2 or more CUDA GPUs; this machine has {gpus}"))
 
