@@ -357,6 +357,26 @@ def pipeline_triage_matrix_cmd(
     print_json(result)
 
 
+expectations_app = typer.Typer(no_args_is_help=True, help="Device-keyed expectations of the slow suite.")
+app.add_typer(expectations_app, name="expectations")
+
+
+@expectations_app.command("update")
+def expectations_update(
+    models: Annotated[str, typer.Option("--models", help="comma-separated model names, or 'all'")] = "all",
+    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: what is visible)")] = None,
+    repo: Annotated[str, typer.Option("--repo", help="target git repository")] = ".",
+) -> None:
+    """Re-record the slow suite's expectations on this device and print the diff."""
+    from harness.run.expectations import update_expectations
+
+    result = update_expectations(repo, models, device)
+    typer.echo(result.diff if result.diff else "expectations unchanged")
+    if result.pytest_exit not in (0, 5):
+        typer.echo(result.log, err=True)
+        raise typer.Exit(1)
+
+
 # ---- verbs are added above this line -------------------------------------------------------------
 
 
