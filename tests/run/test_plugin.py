@@ -76,7 +76,9 @@ def _bundle(path: Path) -> list[dict]:
 def test_inert_without_options(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HARNESS_DB_URL", raising=False)
     pytester.makepyfile(test_sample=SAMPLE)
-    result = pytester.runpytest("-p", "no:warnings")
+    pytester.makeconftest("def pytest_configure(config):\n"
+                          "    config.addinivalue_line('markers', 'benchmark: a benchmark')\n")
+    result = pytester.runpytest()
     result.assert_outcomes(passed=4, failed=1, skipped=1, xfailed=1, errors=1)
     assert not (pytester.path / ".harness").exists()
     assert "harness:" not in result.stdout.str()
