@@ -166,6 +166,9 @@ def run_case(
             _log(
                 f"{config}: ttft {m['time_to_first_token_secs']:.1f}s, 2nd {m['time_to_second_token_secs']:.1f}s"
             )
+            if settings.recompile:  # the same repeats before the cache-served recompile, to compare
+                _, before = _measured(dec, prompt, settings, dev)
+                _summary_before_recompile(m, before)
             _compile_generates(dec, prompt, settings, dev, m)
             _log(f"{config}: compile-generate {m['first_compile_generate_time_secs']:.1f}s; measuring")
             prefill_s, per_token_s = _measured(dec, prompt, settings, dev)
@@ -274,6 +277,12 @@ def _summaries(m: dict[str, float], prefill_s, per_token_s, batch: int, prompt_l
     m["compile_speedup"] = m["eager_time_per_token_secs"] / tok["median"]
 
 
+def _summary_before_recompile(m: dict[str, float], per_token_s: list[float]) -> None:
+    tok = summarize(per_token_s)
+    m["time_per_token_median_before_recompile_secs"] = tok["median"]
+    m["time_per_token_cv_before_recompile"] = tok["cv"]
+
+
 def _memory(m: dict[str, float], dev: torch.device) -> None:
     if dev.type == "cuda":
         m["peak_gpu_memory_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / _MB
@@ -304,6 +313,11 @@ def _roofline(model, m, ceilings: rl.Ceilings, batch: int, prompt_len: int, n_ne
             all_params / ceilings.copy_bytes_per_s, m["time_per_token_median_secs"]
         ),
         "achieved_bandwidth_bytes_per_sec": step_bytes / m["time_per_token_median_secs"],
+        **(
+            {"decode_efficiency_before_recompile": rl.efficiency(decode_floor, before)}
+            if (before := m.get("time_per_token_median_before_recompile_secs"))
+            else {}
+        ),
         "prefill_flops": flops,
         "prefill_floor_secs": prefill_floor,
         "prefill_efficiency": rl.efficiency(prefill_floor, m["prefill_time_median_secs"]),

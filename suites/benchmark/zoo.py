@@ -11,9 +11,12 @@
 ``HARNESS_BENCH_COMPILE_BACKEND`` default ``inductor`` on CUDA, ``eager`` (dynamo only) on CPU
 ``HARNESS_BENCH_COMPILE_PREFILL`` 1/0: compile the prefill too (default 1)
 ``HARNESS_BENCH_RECOMPILE``       1/0: ``torch.compiler.reset()`` before the compile-generate
-                                  series so its first call includes compilation (default 1 on CUDA)
+                                  series so its first call includes compilation (default 1 on CUDA);
+                                  the measured repeats then also run once before the reset
+                                  (``time_per_token_median_before_recompile_secs``)
 ``HARNESS_BENCH_FREEZE``          1/0: inductor freezing (weights become constants, so matmuls that
-                                  share an input are concatenated: q/k/v, gate/up). Default 0: with
+                                  share an input are concatenated; the llama-style families fuse
+                                  q/k/v and gate/up themselves since 2026-11-26). Default 0: with
                                   torch 2.11 inductor then skips CUDA graphs ("mutated inputs": the
                                   static-input indices are not remapped after freezing)
 ``HARNESS_BENCH_CDT``             1/0: inductor coordinate-descent tuning (default 1 on CUDA)
