@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import uuid as uuid_mod
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ from pathlib import Path
 from harness.bundle import Record, ResultRecord, RunEnd, RunRecord, read_bundle, short_message
 from harness.errors import HarnessError
 from harness.store.db import Store
-from harness.store.fastpath import FastWriter, connect
+from harness.store.fastpath import FastWriter, PreparedBatch, connect
 from harness.store.writer import IngestStats, write_records
 
 JUNIT_NAMESPACE = uuid_mod.UUID("4f1c2d9e-5b7a-4c1e-9a43-2f6d1b8e7c10")
@@ -104,13 +106,7 @@ def ingest(paths: list[str], db_url: str | None, batch_size: int = 20000) -> Ing
                 for key in ("runs", "results", "benchmarks", "records"):
                     setattr(total, key, getattr(total, key) + getattr(stats, key))
                 continue
-            batch: list[Record] = []
-            for record in file_records(f):
-                batch.append(record)
-                if len(batch) >= batch_size:
-                    _write_fast(fast, store, batch, total)
-                    batch = []
-            _write_fast(fast, store, batch, total)
+            _write_pipelined(fast, store, file_records(f), batch_size, total)
         if fast is not None:
             total.results, total.runs = fast.results_added, fast.runs_added
             fast.close()
@@ -119,9 +115,33 @@ def ingest(paths: list[str], db_url: str | None, batch_size: int = 20000) -> Ing
     return IngestReport(files=len(files), records=total.records, added=total)
 
 
-def _write_fast(fast: FastWriter, store: Store, batch: list[Record], total: IngestStats) -> None:
-    """Runs and results through the DBAPI writer (COPY on Postgres); benchmarks through SQLAlchemy."""
-    total.records += len(batch)
-    rest = fast.write(batch)
-    if rest:
-        total.benchmarks += write_records(store, rest).benchmarks
+def _write_pipelined(fast: FastWriter, store: Store, records: Iterator[Record], batch_size: int,
+                     total: IngestStats) -> None:
+    """Parse and prepare the next batch in a thread while the database writes this one (psycopg2 and
+    sqlite3 release the GIL while they wait); runs and results through the DBAPI writer (COPY on
+    Postgres), benchmarks through SQLAlchemy."""
+    batches: queue.Queue[PreparedBatch | BaseException | None] = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        try:
+            batch: list[Record] = []
+            for record in records:
+                batch.append(record)
+                if len(batch) >= batch_size:
+                    batches.put(fast.prepare(batch))
+                    batch = []
+            batches.put(fast.prepare(batch))
+            batches.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer thread, raised there
+            batches.put(exc)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    while (item := batches.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        total.records += item.count + len(item.headers) + len(item.ends) + len(item.rest)
+        rest = fast.write_prepared(item)
+        if rest:
+            total.benchmarks += write_records(store, rest).benchmarks
+    producer.join()

@@ -10,7 +10,7 @@ its column lists against the entities, and that both writers store identical row
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -23,6 +23,22 @@ RUN_COLUMNS = ("uuid", "repo", "branch", "commit_sha", "commit_subject", "commit
                "torch_version", "cuda_version", "suites", "models", "started_at", "finished_at", "status")
 RESULT_COLUMNS = ("run_id", "nodeid", "nodeid_hash", "model", "suite", "outcome", "duration_s", "message",
                   "attempt", "worker", "device")
+
+
+STAGED_COLUMNS = ("run_uuid", *RESULT_COLUMNS[1:])
+
+
+@dataclass
+class PreparedBatch:
+    """Records turned into rows (and COPY text on Postgres) without touching the database."""
+
+    headers: list[RunRecord] = field(default_factory=list)
+    ends: list[RunEnd] = field(default_factory=list)
+    rest: list[Record] = field(default_factory=list)
+    uuids: dict[str, None] = field(default_factory=dict)  # ordered set of run uuids with results
+    rows: list[tuple] = field(default_factory=list)
+    copy_text: str = ""
+    count: int = 0
 
 
 def _naive_utc(value: str | None) -> datetime | None:
@@ -117,38 +133,55 @@ class FastWriter:
         self.run_ids[uuid] = cur.fetchone()[0]
         return self.run_ids[uuid]
 
-    def write(self, records: list[Record]) -> list[Record]:
-        """Write what this path handles in one transaction; return the rest, in order."""
-        rest: list[Record] = []
+    def prepare(self, records: list[Record]) -> PreparedBatch:
+        """The database-free part of a write (hashing, COPY text): safe to run in another thread."""
+        batch = PreparedBatch()
         rows: list[tuple] = []
-        ends: list[RunEnd] = []
-        cur = self.conn.cursor()
         for rec in records:
             if isinstance(rec, ResultRecord):
-                rows.append((self._run_id(cur, rec.run, None), rec.nodeid,
-                             hashlib.sha1(rec.nodeid.encode("utf-8", "surrogatepass")).hexdigest(), rec.model,
-                             rec.suite, rec.outcome, float(rec.duration_s or 0.0), rec.message,
+                rows.append((rec.run, rec.nodeid, hashlib.sha1(rec.nodeid.encode("utf-8", "surrogatepass")).hexdigest(),
+                             rec.model, rec.suite, rec.outcome, float(rec.duration_s or 0.0), rec.message,
                              int(rec.attempt or 1), rec.worker, rec.device))
+                batch.uuids.setdefault(rec.run, None)
             elif isinstance(rec, RunRecord):
-                self._run_id(cur, rec.uuid, rec)
+                batch.headers.append(rec)
             elif isinstance(rec, RunEnd):
-                ends.append(rec)
+                batch.ends.append(rec)
             else:
-                rest.append(rec)
-        if rows:
-            self._insert_results(cur, rows)
-        for end in ends:
+                batch.rest.append(rec)
+        if self.is_pg:
+            batch.copy_text = "".join("\t".join([_copy_field(v) for v in row]) + "\n" for row in rows)
+        else:
+            batch.rows = rows
+        batch.count = len(rows)
+        return batch
+
+    def write(self, records: list[Record]) -> list[Record]:
+        """Write what this path handles in one transaction; return the rest, in order."""
+        return self.write_prepared(self.prepare(records))
+
+    def write_prepared(self, batch: PreparedBatch) -> list[Record]:
+        """Run headers, then results, then run ends, in one transaction; returns the other records."""
+        cur = self.conn.cursor()
+        for header in batch.headers:
+            self._run_id(cur, header.uuid, header)
+        for uuid in batch.uuids:
+            self._run_id(cur, uuid, None)
+        if batch.count:
+            self._insert_results(cur, batch)
+        for end in batch.ends:
             run_id = self._run_id(cur, end.run, None)
             cur.execute(f"UPDATE runs SET status = {self.mark}, finished_at = {self.mark} WHERE id = {self.mark}",
                         (end.status, _naive_utc(end.finished_at), run_id))
         self.conn.commit()
-        return rest
+        return batch.rest
 
-    def _insert_results(self, cur: Any, rows: list[tuple]) -> None:
+    def _insert_results(self, cur: Any, batch: PreparedBatch) -> None:
         cols = ", ".join(RESULT_COLUMNS)
         conflict = " ON CONFLICT (run_id, nodeid_hash, attempt) DO NOTHING"
         if not self.is_pg:
             before = self.conn.total_changes
+            rows = [(self.run_ids[r[0]], *r[1:]) for r in batch.rows]
             cur.executemany(f"INSERT INTO test_results ({cols}) VALUES ({self._params(len(RESULT_COLUMNS))})"
                             + conflict, rows)
             self.results_added += self.conn.total_changes - before
@@ -156,13 +189,18 @@ class FastWriter:
         import io
 
         cur.execute("SET LOCAL synchronous_commit = off")  # re-runnable, idempotent writes: no fsync wait
+        staged = ", ".join(STAGED_COLUMNS)
         if not self._staging:  # per connection; emptied by every commit
-            cur.execute(f"CREATE TEMP TABLE harness_results_in ON COMMIT DELETE ROWS AS SELECT {cols} "
-                        "FROM test_results WITH NO DATA")
+            cur.execute("CREATE TEMP TABLE harness_results_in ON COMMIT DELETE ROWS AS SELECT "
+                        "r.uuid AS run_uuid, " + ", ".join(f"t.{c}" for c in RESULT_COLUMNS[1:])
+                        + " FROM test_results t JOIN runs r ON r.id = t.run_id WITH NO DATA")
             self._staging = True
-        buf = io.StringIO("".join("\t".join(_copy_field(v) for v in row) + "\n" for row in rows))
-        cur.copy_expert(f"COPY harness_results_in ({cols}) FROM STDIN", buf)
-        cur.execute(f"INSERT INTO test_results ({cols}) SELECT {cols} FROM harness_results_in" + conflict)
+        cur.copy_expert(f"COPY harness_results_in ({staged}) FROM STDIN", io.StringIO(batch.copy_text))
+        # Sorted by the hashed key: both indexes that lead with it are then filled page by page.
+        cur.execute(f"INSERT INTO test_results ({cols}) SELECT r.id, "
+                    + ", ".join(f"i.{c}" for c in RESULT_COLUMNS[1:])
+                    + " FROM harness_results_in i JOIN runs r ON r.uuid = i.run_uuid"
+                    " ORDER BY i.nodeid_hash, r.id" + conflict)
         self.results_added += max(cur.rowcount, 0)
 
     def close(self) -> None:
