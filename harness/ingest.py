@@ -86,7 +86,7 @@ def file_records(path: Path) -> Iterator[Record]:
     return read_bundle(path)
 
 
-def ingest(paths: list[str], db_url: str | None, batch_size: int = 20000) -> IngestReport:
+def ingest(paths: list[str], db_url: str | None, batch_size: int = 50000) -> IngestReport:
     """Validate every file first (nothing is written if one is unreadable), then write them all."""
     if not paths:
         raise HarnessError("ingest needs at least one bundle (.jsonl) or JUnit XML (.xml) file")

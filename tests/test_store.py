@@ -6,6 +6,7 @@ from sqlalchemy import func, inspect, select
 
 from harness.bundle import BenchmarkRecord, ResultRecord, RunEnd, RunRecord
 from harness.store import Store
+from harness.store.revision import SCHEMA_HEAD
 from harness.store.schema import Benchmark, DeviceMeasurement, ModelMeasurement, Run, TestResult
 from harness.store.writer import write_records
 
@@ -40,9 +41,9 @@ def test_migrations_create_the_schema(store: Store) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert {"runs", "test_results", "benchmarks", "device_measurements", "model_measurements", "culprits",
             "flaky_tests", "perf_alerts", "alembic_version"} <= tables
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == SCHEMA_HEAD
     store.upgrade()  # again: a no-op
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == SCHEMA_HEAD
 
 
 def test_schema_head_constant_matches_alembic() -> None:

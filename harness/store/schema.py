@@ -90,7 +90,6 @@ class TestResult(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "nodeid_hash", "attempt", name="uq_test_results_run_test_attempt"),
         Index("ix_test_results_history", "nodeid_hash", "run_id"),
-        Index("ix_test_results_model", "model", "suite"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
