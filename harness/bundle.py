@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid as uuid_mod
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -125,8 +126,10 @@ def _ends_with_newline(path: Path) -> bool:
 class BundleWriter:
     """Appends records to a bundle, flushing each write so a crash loses nothing written."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], flush_s: float = 0.0) -> None:
         self.path = Path(path)
+        self.flush_s = flush_s
+        self._flushed = 0.0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         torn = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -134,8 +137,12 @@ class BundleWriter:
             self._fh.write("\n")
 
     def write(self, record: Record) -> None:
+        """Append one record; the file is flushed at most `flush_s` after it (and on close)."""
         self._fh.write(to_line(record))
-        self._fh.flush()
+        now = time.monotonic()
+        if now - self._flushed >= self.flush_s:
+            self._fh.flush()
+            self._flushed = now
 
     def close(self) -> None:
         self._fh.close()

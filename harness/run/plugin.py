@@ -24,6 +24,7 @@ import pytest
 
 from harness.bundle import BenchmarkRecord, BundleWriter, ResultRecord, RunEnd, RunRecord, short_message
 
+EARLY_SIDECAR = pytest.StashKey[tuple]()
 BENCHMARK_PROPERTY = "harness_benchmark"
 SAMPLES_PROPERTY = "harness_device_samples"
 _MODEL_PARAMS = ("model_name", "model")
@@ -55,6 +56,29 @@ def now_iso() -> str:
 def is_active(config: pytest.Config) -> bool:
     return bool(config.getoption("harness_db") or config.getoption("harness_bundle")
                 or os.environ.get("HARNESS_DB_URL"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Start the store sidecar as early as pytest allows, so that its start-up (Python, the database
+    driver, a connection) overlaps collection and the tests instead of delaying the end of a short
+    session. Only a plain `pytest --harness-db` controller does this; `harness run` feeds the store
+    itself, and xdist workers never write."""
+    ns = early_config.known_args_namespace
+    db_url = getattr(ns, "harness_db", None) or os.environ.get("HARNESS_DB_URL")
+    if not db_url or getattr(ns, "harness_run_uuid", None) or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    run_uuid = str(uuid_mod.uuid4())
+    bundle = Path(getattr(ns, "harness_bundle", None) or
+                  Path(early_config.rootpath) / ".harness" / "bundles" / f"{run_uuid}.jsonl")
+    early_config.stash[EARLY_SIDECAR] = (run_uuid, bundle, start_sidecar(bundle, db_url))
+
+
+def start_sidecar(bundle: Path, db_url: str) -> subprocess.Popen[bytes]:
+    """The one store writer of a plain pytest session: follows the bundle until stdin closes."""
+    env = {**os.environ, "HARNESS_DB_URL": db_url}
+    return subprocess.Popen([sys.executable, "-m", "harness.store.follow", str(bundle)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -166,20 +190,25 @@ class Recorder:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.owner = config.getoption("harness_run_uuid") is None  # plain pytest: we own the run
-        self.run_uuid = config.getoption("harness_run_uuid") or str(uuid_mod.uuid4())
+        early = config.stash.get(EARLY_SIDECAR, None)
+        self.run_uuid = config.getoption("harness_run_uuid") or (early[0] if early else str(uuid_mod.uuid4()))
         self.suite = config.getoption("harness_suite")
         self.attempt = config.getoption("harness_attempt")
-        bundle = config.getoption("harness_bundle") or str(
-            Path(config.rootpath) / ".harness" / "bundles" / f"{self.run_uuid}.jsonl")
+        bundle = str(early[1]) if early else (config.getoption("harness_bundle") or str(
+            Path(config.rootpath) / ".harness" / "bundles" / f"{self.run_uuid}.jsonl"))
         self.bundle_path = Path(bundle)
-        self.writer = BundleWriter(self.bundle_path)
+        # Flushed every 0.2 s: tests that crash run in xdist workers, never in this process.
+        self.writer = BundleWriter(self.bundle_path, flush_s=0.2)
         self.db_url = config.getoption("harness_db") or os.environ.get("HARNESS_DB_URL")
         self.pending: dict[str, dict[str, Any]] = {}
         self.collect_errors: set[str] = set()
         self.counts: dict[str, int] = {}
         self.started = now_iso()
         self._git = self._start_git_probe() if self.owner else None
-        self.sidecar = self._start_sidecar() if (self.owner and self.db_url) else None
+        if early:
+            self.sidecar: subprocess.Popen[bytes] | None = early[2]
+        else:
+            self.sidecar = start_sidecar(self.bundle_path, self.db_url) if (self.owner and self.db_url) else None
 
     def _start_git_probe(self) -> subprocess.Popen[str] | None:
         try:
@@ -188,13 +217,6 @@ class Recorder:
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         except OSError:
             return None
-
-    def _start_sidecar(self) -> subprocess.Popen[bytes]:
-        """The one store writer of a plain pytest session: follows the bundle until stdin closes."""
-        env = {**os.environ, "HARNESS_DB_URL": self.db_url or ""}
-        return subprocess.Popen([sys.executable, "-m", "harness.store.follow", str(self.bundle_path)],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env=env)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         state = self.pending.get(report.nodeid)

@@ -116,7 +116,7 @@ def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> Non
         if finishing and not records:
             return
         if not records:
-            done.wait(0.1)
+            done.wait(1.0)  # live batches each second; a short session is written once, at its end
 
 
 def main(argv: list[str]) -> int:
