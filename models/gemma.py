@@ -14,12 +14,13 @@ from torch import nn
 
 from models._base import (
     apply_rope,
+    build_model,
     clear_kv_caches,
+    init_parameters,
     lookup_config,
     rope_cos_sin,
     setup_kv_caches,
 )
-from models._fused import FusedLinear, accept_unfused_keys, build_fused_model, init_fused_parameters
 from models.kv_cache import AttnContext, make_context
 
 FAMILY = "gemma"
@@ -112,40 +113,35 @@ class Attention(nn.Module):
     def __init__(self, config: ModelArgs) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-        q_width, kv_width = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
-        self.widths = (q_width, kv_width, kv_width)
-        # q, k, v in one matrix product (rows: wq, wk, wv; seeded as the separate projections)
-        self.wqkv = FusedLinear(config.dim, {"wq": q_width, "wk": kv_width, "wv": kv_width})
-        self.wo = nn.Linear(q_width, config.dim, bias=False)
+        self.wq = nn.Linear(config.dim, config.n_heads * config.head_dim, bias=False)
+        self.wk = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
+        self.wv = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
+        self.wo = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
         self.kv_cache = None
-        accept_unfused_keys(self, "wqkv", ("wq", "wk", "wv"))
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttnContext
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q, k, v = self.wqkv(x).split(self.widths, dim=-1)
-        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.wq(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = ctx.attend(q, k, v, self.kv_cache)
         return self.wo(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
 
 class FeedForward(nn.Module):
-    """GeGLU: down(gelu_tanh(gate x) * up x), gate and up fused into one product ``gate_up_proj``."""
+    """GeGLU: down(gelu_tanh(gate x) * up x)."""
 
     def __init__(self, config: ModelArgs) -> None:
         super().__init__()
-        self.hidden = config.intermediate_size
-        self.gate_up_proj = FusedLinear(config.dim, {"gate_proj": self.hidden, "up_proj": self.hidden})
+        self.gate_proj = nn.Linear(config.dim, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.dim, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.dim, bias=False)
-        accept_unfused_keys(self, "gate_up_proj", ("gate_proj", "up_proj"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.hidden, dim=-1)
-        return self.down_proj(F.gelu(gate, approximate="tanh") * up)
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
 
 
 class TransformerBlock(nn.Module):
@@ -213,7 +209,7 @@ class Transformer(nn.Module):
         return "normal", std
 
     def reset_parameters(self, seed: int = 0) -> None:
-        init_fused_parameters(self, seed, self.init_rule)
+        init_parameters(self, seed, self.init_rule)
 
     def forward(
         self,
@@ -235,4 +231,4 @@ def build(
     name: str = "tiny", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> Transformer:
     """``Transformer.from_name(name)`` built on meta, materialised on ``device``, seeded init."""
-    return build_fused_model(Transformer, name, device, dtype, seed)
+    return build_model(Transformer, name, device, dtype, seed)

@@ -14,12 +14,13 @@ from torch import nn
 
 from models._base import (
     apply_rope,
+    build_model,
     clear_kv_caches,
+    init_parameters,
     lookup_config,
     rope_cos_sin,
     setup_kv_caches,
 )
-from models._fused import FusedLinear, accept_unfused_keys, build_fused_model, init_fused_parameters
 from models.kv_cache import AttnContext, make_context
 
 FAMILY = "mixtral"
@@ -96,40 +97,35 @@ class Attention(nn.Module):
     def __init__(self, config: ModelArgs) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-        q_width, kv_width = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
-        self.widths = (q_width, kv_width, kv_width)
-        # q, k, v in one matrix product (rows: wq, wk, wv; seeded as the separate projections)
-        self.wqkv = FusedLinear(config.dim, {"wq": q_width, "wk": kv_width, "wv": kv_width})
-        self.wo = nn.Linear(q_width, config.dim, bias=False)
+        self.wq = nn.Linear(config.dim, config.n_heads * config.head_dim, bias=False)
+        self.wk = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
+        self.wv = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
+        self.wo = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
         self.kv_cache = None
-        accept_unfused_keys(self, "wqkv", ("wq", "wk", "wv"))
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttnContext
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q, k, v = self.wqkv(x).split(self.widths, dim=-1)
-        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.wq(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = ctx.attend(q, k, v, self.kv_cache)
         return self.wo(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
 
 class FeedForward(nn.Module):
-    """SwiGLU: w2(silu(w1 x) * w3 x), with w1 and w3 fused into one product ``w13``."""
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
 
     def __init__(self, config: ModelArgs) -> None:
         super().__init__()
-        self.hidden = config.intermediate_size
-        self.w13 = FusedLinear(config.dim, {"w1": self.hidden, "w3": self.hidden})
+        self.w1 = nn.Linear(config.dim, config.intermediate_size, bias=False)
+        self.w3 = nn.Linear(config.dim, config.intermediate_size, bias=False)
         self.w2 = nn.Linear(config.intermediate_size, config.dim, bias=False)
-        accept_unfused_keys(self, "w13", ("w1", "w3"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x3 = self.w13(x).split(self.hidden, dim=-1)
-        return self.w2(F.silu(x1) * x3)
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class MOEFeedForward(nn.Module):
@@ -233,7 +229,7 @@ class Transformer(nn.Module):
         return "normal", std
 
     def reset_parameters(self, seed: int = 0) -> None:
-        init_fused_parameters(self, seed, self.init_rule)
+        init_parameters(self, seed, self.init_rule)
 
     def forward(
         self,
@@ -254,4 +250,4 @@ def build(
     name: str = "tiny", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> Transformer:
     """``Transformer.from_name(name)`` built on meta, materialised on ``device``, seeded init."""
-    return build_fused_model(Transformer, name, device, dtype, seed)
+    return build_model(Transformer, name, device, dtype, seed)

@@ -15,8 +15,8 @@
                                   the measured repeats then also run once before the reset
                                   (``time_per_token_median_before_recompile_secs``)
 ``HARNESS_BENCH_FREEZE``          1/0: inductor freezing (weights become constants, so matmuls that
-                                  share an input are concatenated; the llama-style families fuse
-                                  q/k/v and gate/up themselves since 2026-11-26). Default 0: with
+                                  share an input are concatenated: q/k/v, gate/up; fusing them in the
+                                  model was measured slower on H100, see docs/BENCHMARKS.md). Default 0: with
                                   torch 2.11 inductor then skips CUDA graphs ("mutated inputs": the
                                   static-input indices are not remapped after freezing)
 ``HARNESS_BENCH_CDT``             1/0: inductor coordinate-descent tuning (default 1 on CUDA)

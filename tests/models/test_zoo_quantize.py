@@ -114,7 +114,7 @@ def test_quantize_walks_the_model_and_skips_tied_and_routers() -> None:
     assert isinstance(mixtral.layers[0].feed_forward.experts[3].w2, Int4Linear)
     llama = quantize(load_family("llama").build("tiny"), "bitnet")
     assert isinstance(llama.output, torch.nn.Linear) and "output" not in llama.quantization["quantized"]
-    assert isinstance(llama.layers[1].attention.wqkv, BitLinear)
+    assert isinstance(llama.layers[1].attention.wq, BitLinear)
     with pytest.raises(ValueError, match="unknown quantization"):
         quantize(load_family("llama").build("tiny"), "fp3")
 
