@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from harness.bundle import BundleWriter, ResultRecord, RunEnd, RunRecord
+from harness.bundle import BundleWriter, RunEnd, RunRecord
 from harness.ingest import ingest
 
 
@@ -21,11 +21,11 @@ def make_bundle(path: Path, rows: int) -> None:
     with BundleWriter(path) as w:
         w.write(RunRecord(uuid="bench-run", branch="main", commit_sha="c" * 40, runner_group="cpu"))
         for i in range(rows):
+            outcome = "failed" if i % 97 == 0 else "passed"
             w._fh.write(  # bypass per-line flush: generating the input is not what we measure
-                '{"kind":"result","run":"bench-run","nodeid":"tests/models/m%d/test_modeling.py::test_case_%d[p%d]",'
-                '"outcome":"%s","duration_s":0.0123,"model":"m%d","suite":"slow","message":null,"attempt":1,'
-                '"worker":"gw%d","device":"cpu"}\n' % (i % 50, i, i % 7, "failed" if i % 97 == 0 else "passed",
-                                                         i % 50, i % 4))
+                f'{{"kind":"result","run":"bench-run","nodeid":"tests/models/m{i % 50}/test_modeling.py::'
+                f'test_case_{i}[p{i % 7}]","outcome":"{outcome}","duration_s":0.0123,"model":"m{i % 50}",'
+                f'"suite":"slow","message":null,"attempt":1,"worker":"gw{i % 4}","device":"cpu"}}\n')
         w.write(RunEnd(run="bench-run", status="completed", finished_at="2026-11-26T00:00:00+00:00"))
 
 

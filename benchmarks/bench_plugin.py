@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 
 
 def make_suite(root: Path, n: int) -> Path:
-    body = "import pytest\n\n@pytest.mark.parametrize('i', range(%d))\ndef test_trivial(i):\n    assert i >= 0\n" % n
+    body = f"import pytest\n\n@pytest.mark.parametrize('i', range({n}))\ndef test_trivial(i):\n    assert i >= 0\n"
     path = root / "test_trivial.py"
     path.write_text(body)
     return path

@@ -48,6 +48,7 @@ class BisectRequest:
     install: str | None = None
     cache_dir: str | Path | None = None
     gpus: list[str] | None = field(default=None)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of every probe
 
 
 def _validate(req: BisectRequest) -> list[str]:
@@ -151,7 +152,7 @@ def execute(plan: Plan, progress: Progress | None = None) -> BisectResult:
     cache = cache_root(req.cache_dir)
     config = ProbeConfig(timeout_s=req.probe_timeout_s, metric=None if req.perf_metric in (None, "duration")
                          else req.perf_metric, install=req.install, subdir=plan.subdir,
-                         gpus=req.gpus if req.gpus is not None else detect_gpus())
+                         gpus=req.gpus if req.gpus is not None else detect_gpus(), env=dict(req.env))
     result = BisectResult(good=positions[0], bad=positions[-1], commits_in_range=len(positions) - 1,
                           workers=req.workers, method="perf" if req.perf_metric else "bisect")
     with _interruptible(), WorktreePool(plan.repo, req.workers, cache, start=positions[-1]) as pool:

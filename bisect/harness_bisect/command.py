@@ -28,6 +28,7 @@ class RunInputs:
     bad: str | None
     tests: list[str]
     devices: dict[str, str] = field(default_factory=dict)
+    suites: list[str] = field(default_factory=list)
 
 
 def bisect_inputs(store: Any, run_id: int, baseline_id: int | None = None) -> RunInputs:
@@ -43,7 +44,8 @@ def bisect_inputs(store: Any, run_id: int, baseline_id: int | None = None) -> Ru
     flaky = flaky_in_run(store, found.run_id)
     new = [d for d in found.new if nodeid_hash(d.nodeid) not in flaky]
     return RunInputs(run_id=found.run_id, baseline_id=found.baseline_id, repo=repo, good=good, bad=bad,
-                     tests=[d.nodeid for d in new], devices={d.nodeid: d.device or "" for d in new})
+                     tests=[d.nodeid for d in new], devices={d.nodeid: d.device or "" for d in new},
+                     suites=sorted({d.suite for d in new if d.suite}))
 
 
 def bisect_run(store: Any, run_id: int, *, repo: str | Path | None = None, baseline_id: int | None = None,
@@ -62,7 +64,10 @@ def bisect_run(store: Any, run_id: int, *, repo: str | Path | None = None, basel
         raise BisectError(f"run {run_id} has no repository path recorded: pass --repo PATH")
     if not inputs.tests:
         return BisectResult(good=good, bad=bad, commits_in_range=0)
-    plan = prepare(BisectRequest(repo=where, good=good, bad=bad, tests=inputs.tests, **options))
+    from harness.run.target import suite_environment
+
+    env = {**suite_environment(where, inputs.suites), **options.pop("env", {})}
+    plan = prepare(BisectRequest(repo=where, good=good, bad=bad, tests=inputs.tests, env=env, **options))
     result = execute(plan, progress)
     store_culprits(store, result, run_id)
     if result.flaky:

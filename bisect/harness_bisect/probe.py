@@ -73,6 +73,7 @@ class ProbeConfig:
     gpus: list[str] = field(default_factory=list)
     python: str = sys.executable
     subdir: str = ""  # where pytest runs, relative to the repository root (node ids are relative to it)
+    env: dict[str, str] = field(default_factory=dict)  # the suites' environment (e.g. RUN_SLOW=1)
 
 
 def detect_gpus() -> list[str]:
@@ -175,7 +176,7 @@ class ProbeRunner:
         return tree.path / self.config.subdir if self.config.subdir else tree.path
 
     def env_for(self, tree: Worktree) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {**os.environ, **self.config.env}
         paths = list(dict.fromkeys([str(self.base(tree)), str(tree.path), str(self.plugin_dir)]))
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
@@ -229,10 +230,12 @@ class ProbeRunner:
     def command(self, files: list[str], select: Path, out: Path, repeat: int, tree: Worktree) -> list[str]:
         python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
         cmd = [python, "-m", "pytest", "-p", PLUGIN_MODULE, "-p", "no:harness", "-p", "no:cacheprovider",
-               "--hb-select", str(select), "--hb-out", str(out), "--hb-repeat", str(repeat),
+               # `--opt=value`: pytest looks for the ini file before plugin options exist, and would take
+               # a separate value (a path outside the worktree) as a test path, losing the target's ini.
+               f"--hb-select={select}", f"--hb-out={out}", f"--hb-repeat={repeat}",
                "--continue-on-collection-errors", "-q", "--no-header", "-rN", f"--rootdir={self.base(tree)}"]
         if self.config.metric:
-            cmd += ["--hb-metric", self.config.metric]
+            cmd += [f"--hb-metric={self.config.metric}"]
         if self.xdist and not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
             cmd += ["-n", "0"]  # a target's addopts may ask for xdist; a probe is one process
         return [*cmd, *files]

@@ -8,6 +8,7 @@ level). With none, every `python -m pytest` collectable test of the repo is the 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,18 @@ class Target:
             else:
                 out.append(pattern)
         return list(dict.fromkeys(out))
+
+
+def suite_environment(root: str | Path, suites: Iterable[str | None]) -> dict[str, str]:
+    """The environment the target's suites set (e.g. RUN_SLOW=1 for `slow`): reruns of a run's tests
+    (confirmation, bisect probes) must see what the run saw, or a gated test merely skips."""
+    target = load_target(root)
+    env: dict[str, str] = {}
+    for name in suites:
+        spec = target.suites.get(name or "")
+        if spec is not None:
+            env.update(spec.env)
+    return env
 
 
 def discover_models(root: Path, models_dir: str | None, model_paths: str | None) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from harness.run.target import suite_environment
 from harness.store import Store
 from harness.triage.flaky import FlakyObservation, record_flaky
 from harness.triage.new_failures import FlakyResult, NewFailures
@@ -44,7 +45,9 @@ def confirm_new_failures(store: Store, result: NewFailures, attempts: int = 3, r
     cache = cache_root(cache_dir)
     tests = [d.nodeid for d in result.new]
     with WorktreePool(git_repo, 1, cache, start=sha) as pool:
-        runner = ProbeRunner(ProbeConfig(gpus=detect_gpus()[:1], subdir=subdir_of(git_repo, repo_path)), cache)
+        env = suite_environment(repo_path, {d.suite for d in result.new})  # e.g. RUN_SLOW=1, as the run had
+        runner = ProbeRunner(ProbeConfig(gpus=detect_gpus()[:1], subdir=subdir_of(git_repo, repo_path), env=env),
+                             cache)
         probe = runner.run(pool.trees[0], sha, tests, repeat=attempts)
     keep, flaky = [], []
     for delta in result.new:
