@@ -43,7 +43,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             bundle = Path(tmp) / "big.jsonl"
             make_bundle(bundle, args.rows)
-            ingest([str(bundle)], url)  # noqa: the first call also migrates; re-create to time data only
+            ingest([str(bundle)], url)  # the first call also migrates; truncate to time data only
             with create_engine(url).begin() as conn:
                 conn.execute(text("TRUNCATE test_results, runs RESTART IDENTITY CASCADE"))
             start = time.perf_counter()
