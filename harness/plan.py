@@ -29,8 +29,6 @@ SUITE_LABELS = {"slow": SLOW_LABEL, "fa2": SLOW_LABEL, "quantization": SLOW_LABE
 # Shared code under models/ and suites/: a change to any of these runs every model.
 SHARED_SUITE_FILES = ("conftest.py", "__init__.py")
 DEPENDENCY_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "harness.toml")
-# FlashAttention-2 needs compute capability >= 8.0 (Ampere); facts about GPUs, not about runners.
-FA2_GPUS = re.compile(r"A10|A100|A30|A40|A6000|L4|L40|H100|H200|H20|RTX (30|40|50)\d\d|B200|GB200", re.I)
 
 
 @dataclass(frozen=True)
@@ -136,8 +134,8 @@ def place(suite: str, group: str, pinned: RunnerGroupSpec | None, specs: list[Ru
     if pinned is not None:
         return pinned
     default = default_runner(group)
-    if suite == "fa2" and not FA2_GPUS.search(default.gpu_name):
-        capable = [s for s in specs if s.group == group and FA2_GPUS.search(s.gpu_name)]
+    if suite == "fa2" and not default.supports_fa2():  # compute capability from runner_groups.toml
+        capable = [s for s in specs if s.group == group and s.supports_fa2()]
         if capable:
             return capable[0]
     return default

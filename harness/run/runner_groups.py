@@ -25,6 +25,14 @@ class RunnerGroupSpec:
     gpu_name: str
     gpu_count: int
     container_options: str
+    compute_capability: str = ""
+
+    def supports_fa2(self) -> bool:
+        """FlashAttention-2 needs compute capability 8.0 (Ampere) or newer."""
+        try:
+            return float(self.compute_capability or 0) >= 8.0
+        except ValueError:
+            return False
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +43,8 @@ def _load(path: str) -> tuple[tuple[RunnerGroupSpec, ...], dict[str, str]]:
     for row in data.get("runner", []):
         spec = RunnerGroupSpec(name=row["name"], group=row["group"], machine_type=row["machine_type"],
                                gpu_name=row.get("gpu_name", ""), gpu_count=int(row.get("gpu_count", 0)),
-                               container_options=row.get("container_options", ""))
+                               container_options=row.get("container_options", ""),
+                               compute_capability=str(row.get("compute_capability", "")))
         if spec.group not in RUNNER_GROUPS:
             raise HarnessError(f"{path}: runner {spec.name!r} has unknown group {spec.group!r}")
         specs.append(spec)
