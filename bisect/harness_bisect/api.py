@@ -22,7 +22,7 @@ import git
 from harness_bisect.executor import Executor, ProbeRequest, Progress
 from harness_bisect.gitops import BisectError, commit_info, commit_range, open_repo, subdir_of, validate_range
 from harness_bisect.perf import NONE, REGRESSION, PerfOracle, Threshold, parse_threshold
-from harness_bisect.probe import ProbeConfig, ProbeRunner, detect_gpus, kill_live
+from harness_bisect.probe import ProbeConfig, ProbeRunner, allow_probes, detect_gpus, kill_live
 from harness_bisect.report import BisectResult, CulpritReport, FlakyReport
 from harness_bisect.search import Scheduler
 from harness_bisect.verify import FailOracle, verify_endpoints
@@ -148,6 +148,7 @@ def prepare(req: BisectRequest) -> Plan:
 def execute(plan: Plan, progress: Progress | None = None) -> BisectResult:
     """Verify the endpoints, search, and describe the culprits of a prepared bisect."""
     started = time.perf_counter()
+    allow_probes()
     req, positions = plan.req, plan.positions
     cache = cache_root(req.cache_dir)
     config = ProbeConfig(timeout_s=req.probe_timeout_s, metric=None if req.perf_metric in (None, "duration")

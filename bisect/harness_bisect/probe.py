@@ -39,6 +39,7 @@ PLUGIN_MODULE = "_harness_bisect_probe"
 
 _LIVE: set[subprocess.Popen] = set()
 _LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set by kill_live: a probe that starts afterwards is killed at once
 
 
 @dataclass
@@ -123,14 +124,21 @@ def plugin_dir(cache: Path) -> Path:
 
 
 def kill_live() -> None:
-    """Kill every probe process still running (used when the bisect is interrupted)."""
+    """Kill every probe process still running, and any that a worker thread starts from now on (used when
+    the bisect is interrupted: a thread may be between deciding to probe and registering its process)."""
     with _LIVE_LOCK:
+        _STOPPING.set()
         procs = list(_LIVE)
     for proc in procs:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def allow_probes() -> None:
+    """Clear the stop left by an earlier interrupted bisect in this process."""
+    _STOPPING.clear()
 
 
 def _tail(path: Path, limit: int = 300) -> str:
@@ -151,6 +159,11 @@ def _run(cmd: list[str] | str, tree: Worktree, env: dict[str, str], log: Path, t
                                 stdin=subprocess.DEVNULL, start_new_session=True, shell=isinstance(cmd, str))
         with _LIVE_LOCK:
             _LIVE.add(proc)
+            if _STOPPING.is_set():  # kill_live ran before this process was registered
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         tree.note_probe(proc.pid)
         try:
             return proc.wait(timeout=timeout), False
