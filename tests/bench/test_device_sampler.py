@@ -46,8 +46,10 @@ class _FakeNvml(types.ModuleType):
 
 def test_real_samples_have_seed_fields() -> None:
     with DeviceSampler(0.02, use_nvml=False) as s:
-        sum(i * i for i in range(200_000))
-        time.sleep(0.1)
+        end = time.perf_counter() + 0.3  # busy for 15 intervals, whatever the machine's speed
+        while time.perf_counter() < end:
+            sum(i * i for i in range(2_000))
+        time.sleep(0.05)
     assert s.samples, "no samples taken"
     for row in s.samples:
         assert {"time", "cpu_util", "mem_megabytes"} <= row.keys()
