@@ -219,12 +219,15 @@ class Recorder:
             return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        when, passed = report.when, report.passed
         state = self.pending.get(report.nodeid)
         if state is None:
             state = self.pending[report.nodeid] = {"duration": 0.0, "outcome": None, "message": None}
         state["duration"] += report.duration or 0.0
-        if report.when == "setup" and report.passed:
-            return  # the common case: nothing to record until the call and teardown phases
+        if passed and when != "teardown" and not hasattr(report, "wasxfail"):
+            if when == "call":
+                state["outcome"] = "passed"
+            return  # the common case: everything else is read once, from the teardown report
         props = dict(report.user_properties)
         state.setdefault("model", props.get("harness_model"))
         state.setdefault("device", props.get("harness_device"))
@@ -234,13 +237,11 @@ class Recorder:
             state["samples"] = props[SAMPLES_PROPERTY]
         node = getattr(report, "node", None)
         state["worker"] = getattr(getattr(node, "gateway", None), "id", None)
-        outcome = classify(report)
-        first_bad = state["outcome"] in (None, "passed")
-        if report.when == "call" or report.when == "???" or (report.when == "setup" and not report.passed):
-            state["outcome"], state["message"] = outcome, failure_message(report)
-        elif report.when == "teardown" and report.failed and first_bad:
+        if when == "call" or when == "???" or (when == "setup" and not passed):
+            state["outcome"], state["message"] = classify(report), failure_message(report)
+        elif when == "teardown" and report.failed and state["outcome"] in (None, "passed"):
             state["outcome"], state["message"] = "error", failure_message(report)
-        if report.when in ("teardown", "???"):
+        if when in ("teardown", "???"):
             self._finish(report.nodeid)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
