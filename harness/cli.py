@@ -54,6 +54,8 @@ def run_cmd(
     repo: Annotated[str, typer.Option("--repo", help="target git repository")] = ".",
     db: DbOption = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="per-test timeout in seconds")] = None,
+    branch: Annotated[str | None, typer.Option("--branch", help="branch to record (default: the checkout's, "
+                                               "or GITHUB_REF_NAME in Actions)")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run suites for models and record every result."""
@@ -64,7 +66,8 @@ def run_cmd(
 
     err = Console(stderr=True)
     outcome = run(RunOptions(models=models, suites=suite, runner_group=runner_group, workers=workers, repo=repo,
-                             db_url=resolve_db_url(db), timeout=timeout, show_progress=not as_json and err.is_terminal),
+                             db_url=resolve_db_url(db), timeout=timeout, branch=branch,
+                             show_progress=not as_json and err.is_terminal),
                   console=err)
     if as_json:
         print_json(outcome.as_json())

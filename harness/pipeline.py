@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from harness.bundle import read_bundle
 from harness.errors import HarnessError
@@ -190,22 +190,14 @@ def _resolve(repo_path: str, rev: str) -> str:
         raise HarnessError(f"--baseline {rev}: no such revision in {repo_path}") from None
 
 
-def _adopt_branch(store: Store, run_id: int, branch: str | None) -> None:
-    """A baseline run from a detached worktree belongs to the branch under test, so that reports and
-    the next day's triage find it as that branch's previous run."""
-    if branch:
-        with store.session() as s:
-            s.execute(update(Run).where(Run.id == run_id).values(branch=branch))
-
-
-def _run(req: DailyRequest, repo: str, bundle_dir: str) -> Any:
+def _run(req: DailyRequest, repo: str, bundle_dir: str, branch: str | None = None) -> Any:
     from rich.console import Console
 
     from harness.run.runner import RunOptions, run
 
     outcome = run(RunOptions(models=req.models, suites=req.suites, runner_group=req.runner_group,
                              workers=req.workers, repo=repo, db_url=req.db_url, timeout=req.timeout,
-                             bundle_dir=bundle_dir, show_progress=False), console=Console(stderr=True, quiet=True))
+                             bundle_dir=bundle_dir, show_progress=False, branch=branch), console=Console(stderr=True, quiet=True))
     if outcome.run_id is None:
         raise HarnessError(f"run {outcome.uuid} was not stored ({outcome.store_error}); its bundle is "
                            f"{outcome.bundle}: fix the database and `harness ingest` it")
@@ -247,8 +239,9 @@ def run_daily(req: DailyRequest, log: Log = _quiet) -> DailyResult:
         if baseline_sha:
             log(f"baseline: running {baseline_sha[:12]} in a temporary worktree")
             with worktree_at(req.repo, baseline_sha) as tree:
-                baseline_id = _run(req, str(tree), bundle_dir).run_id
-            _adopt_branch(store, baseline_id, head.branch)
+                # the baseline belongs to the branch under test, so reports and the next day's triage
+                # find it as that branch's previous run
+                baseline_id = _run(req, str(tree), bundle_dir, branch=head.branch).run_id
             log(f"baseline: run {baseline_id} at {baseline_sha[:12]}")
         log(f"run: {head.sha[:12]}")
         outcome = _run(req, req.repo, bundle_dir)

@@ -48,13 +48,14 @@ def open_repo(path: str | os.PathLike[str]):  # noqa: ANN201 - git.Repo, importe
         raise HarnessError(f"--repo {p}: not a git repository (run `git init` or point at a clone)") from None
 
 
-def commit_info(path: str | os.PathLike[str]) -> CommitInfo:
+def commit_info(path: str | os.PathLike[str], branch: str | None = None) -> CommitInfo:
+    """The commit at HEAD of `path`; the branch is `branch`, else Actions' ref, else the checkout's."""
     repo = open_repo(path)
     try:
         head = repo.head.commit
     except ValueError:
         raise HarnessError(f"--repo {repo.working_tree_dir}: repository has no commits yet") from None
-    branch = os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME")
+    branch = branch or os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME")
     if not branch:
         try:
             branch = repo.active_branch.name

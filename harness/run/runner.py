@@ -47,6 +47,7 @@ class RunOptions:
     timeout: float | None = None
     bundle_dir: str = ".harness/bundles"
     show_progress: bool = True
+    branch: str | None = None  # recorded branch (a detached CI checkout or worktree has none of its own)
 
 
 @dataclass
@@ -149,7 +150,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
         raise HarnessError(f"-n/--workers must be 0 or more, not {options.workers}")
     if options.timeout is not None and options.timeout <= 0:
         raise HarnessError(f"--timeout must be a positive number of seconds, not {options.timeout}")
-    commit = metadata.commit_info(options.repo)
+    commit = metadata.commit_info(options.repo, options.branch)
     target = load_target(commit.repo)
     models = target.resolve_models(options.models)
     gpus = metadata.gpu_info()

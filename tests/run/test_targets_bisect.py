@@ -47,7 +47,9 @@ def test_run_then_bisect_in_a_target_repo(layout: str, tmp_path: Path, pg_url: s
     _commit(repo, root, "NOTES.md", "more docs\n", "docs: notes")
 
     repo.git.checkout(good)
-    base = harness("run", "--repo", str(root), *run_args, "--db", pg_url, "--json", cwd=tmp_path)
+    # A detached checkout has no branch of its own: name it, as a CI checkout would.
+    base = harness("run", "--repo", str(root), *run_args, "--branch", "main", "--db", pg_url, "--json",
+                   cwd=tmp_path)
     assert base.returncode == 0, base.stderr
     repo.git.checkout("main")
     bad = harness("run", "--repo", str(root), *run_args, "--db", pg_url, "--json", cwd=tmp_path)
@@ -56,12 +58,7 @@ def test_run_then_bisect_in_a_target_repo(layout: str, tmp_path: Path, pg_url: s
     failed = [r["test"] for r in bad_run["results"] if r["outcome"] == "failed"]
     assert failed == [failing]
 
-    # The baseline run recorded no branch (detached HEAD): name it as the CI checkout would.
-    from sqlalchemy import create_engine, text
-    engine = create_engine(pg_url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE runs SET branch = 'main'"))
-    engine.dispose()
+    assert [r.branch for r in rows(pg_url, "SELECT branch FROM runs ORDER BY id")] == ["main", "main"]
 
     proc = harness("bisect", "--run", str(bad_run["run_id"]), "--db", pg_url, "--json", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
