@@ -25,7 +25,7 @@ from harness_bisect.perf import NONE, REGRESSION, PerfOracle, Threshold, parse_t
 from harness_bisect.probe import ProbeConfig, ProbeRunner, allow_probes, detect_gpus, kill_live
 from harness_bisect.report import BisectResult, CulpritReport, FlakyReport
 from harness_bisect.search import Scheduler
-from harness_bisect.verify import FailOracle, verify_endpoints
+from harness_bisect.verify import FailOracle, not_run_reason, verify_endpoints
 from harness_bisect.worktrees import WorktreePool, cache_root
 
 
@@ -108,18 +108,31 @@ def _verify_perf(executor: Executor, oracle: PerfOracle, positions: list[str], t
     """Sample both endpoints until each test is a regression or not; (regressed, not_reproduced)."""
     bad = len(positions) - 1
     open_tests, regressed, steady = list(tests), [], []
+    first = True
     while open_tests:
         reqs = [ProbeRequest(pos, positions[pos], tuple(open_tests),
                              max(oracle.repeat(t, pos) for t in open_tests)) for pos in (bad, 0)]
         for req, res in executor.run_round(reqs).items():
+            if first and req.position == bad:
+                refuse_not_run({t: why for t in req.tests if (why := not_run_reason(res.attempts[t]))},
+                               positions[bad])
             for t in req.tests:
                 oracle.add(t, req.position, res.attempts[t])
+        first = False
         still = []
         for t in open_tests:
             verdict = oracle.verify(t)
             (regressed if verdict == REGRESSION else steady if verdict == NONE else still).append(t)
         open_tests = still
     return regressed, steady
+
+
+def refuse_not_run(did_not_run: dict[str, str], bad: str) -> None:
+    """A test that did not run at bad is bad input (a wrong node id, a missing environment), never a verdict."""
+    if did_not_run:
+        test, why = next(iter(did_not_run.items()))
+        more = f" (and {len(did_not_run) - 1} more test(s) that did not run there)" if len(did_not_run) > 1 else ""
+        raise BisectError(f"{test} did not run at bad {bad[:12]}: {why}{more}")
 
 
 @dataclass
@@ -186,6 +199,7 @@ def _verify_and_plan(executor: Executor, req: BisectRequest, positions: list[str
         result.not_reproduced = steady
         return Scheduler(regressed, n, req.workers), oracle
     check = verify_endpoints(executor, positions[0], positions[-1], n, tests, req.retries)
+    refuse_not_run(check.did_not_run, positions[-1])
     result.flaky = [FlakyReport(f.test, f.failures, f.attempts) for f in check.flaky]
     result.not_reproduced = check.not_reproduced
     return Scheduler(check.candidates, n, req.workers), FailOracle(check.collect_fails)

@@ -78,6 +78,32 @@ def bisect_run(store: Any, run_id: int, *, repo: str | Path | None = None, basel
     return result
 
 
+def _under(path: str, folder: str) -> bool:
+    folder = folder.strip().rstrip("/")
+    return folder in ("", ".") or path == folder or path.startswith(folder + "/")
+
+
+def suite_env_for_tests(root: str | Path, tests: list[str]) -> dict[str, str]:
+    """The environment of the suites whose paths hold these tests, from the target description at `root`
+    (e.g. RUN_SLOW=1 for a slow-suite test): a bisect of named tests sees what `harness run` gave them.
+    A suite without paths is found through the target's `model_paths` pattern; env of every matching
+    suite is merged, in the description's order."""
+    from harness.run.target import load_target
+
+    if not Path(root).is_dir():
+        return {}  # prepare() says what is wrong with the repository
+    target = load_target(root)
+    files = {t.split("::", 1)[0].strip() for t in tests if t.strip()}
+    env: dict[str, str] = {}
+    for suite in target.suites.values():
+        patterns = suite.paths or ([target.model_paths] if target.model_paths else [])
+        folders = [q for p in patterns for q in ([p.format(model=m) for m in target.models] if "{model}" in p
+                                                 else [p])]
+        if suite.env and any(_under(f, d) for f in files for d in folders):
+            env.update(suite.env)
+    return env
+
+
 def bisect_command(*, repo: str | None, good: str | None, bad: str | None, tests: list[str],
                    run_id: int | None, db: str | None, store_results: bool = True,
                    progress: Progress | None = None, **options: Any) -> BisectResult:
@@ -92,7 +118,9 @@ def bisect_command(*, repo: str | None, good: str | None, bad: str | None, tests
                           progress=progress, **options)
     if not good:
         raise BisectError("--good REV is required (a commit where the tests pass), or pass --run ID")
-    plan = prepare(BisectRequest(repo=repo or ".", good=good, bad=bad or "HEAD", tests=tests, **options))
+    where = repo or "."
+    env = {**suite_env_for_tests(where, tests), **options.pop("env", {})}
+    plan = prepare(BisectRequest(repo=where, good=good, bad=bad or "HEAD", tests=tests, env=env, **options))
     store = Store.open(resolve_db_url(db)) if store_results else None
     result = execute(plan, progress)
     if store is not None:

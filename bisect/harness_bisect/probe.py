@@ -1,8 +1,8 @@
 """One probe: a commit checked out in a worktree, installed if the target says how, and the selected tests
 run in ONE pytest process whose per-test outcomes are read back.
 
-Per test and attempt the status is ``pass`` (passed, skipped, xfail, or not collected at that commit: a
-test that does not exist cannot fail), ``fail`` (failed, error, xpass, crashed, timeout) or ``skip``
+Per test and attempt the status is ``pass`` (passed, skipped, xfail, deselected by the target, or not
+collected at that commit: a test that does not exist cannot fail), ``fail`` (failed, error, xpass, crashed, timeout) or ``skip``
 (the test could not run there: its module failed to collect, the install failed, pytest could not
 start). Node ids are relative to the repository root, or to the subfolder the bisect was pointed at
 (`--rootdir` is that folder, whatever ini file the target has). Probes run with the worktree first on PYTHONPATH, bytecode writing off (a checkout can keep a
@@ -34,7 +34,8 @@ except ImportError:  # Python 3.10
     tomllib = None  # type: ignore[assignment]
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-PASSING = ("passed", "skipped", "xfail", "absent")
+PASSING = ("passed", "skipped", "xfail", "absent", "deselected")
+RAN = ("passed", "failed", "error", "crashed", "timeout", "xpass")  # outcomes of a test that really ran
 PLUGIN_MODULE = "_harness_bisect_probe"
 
 _LIVE: set[subprocess.Popen] = set()
@@ -297,6 +298,7 @@ def parse_events(path: Path, tests: list[str], repeat: int, timed_out: bool) -> 
     errors: list[tuple[str, str | None]] = []
     results: dict[tuple[str, int], dict] = {}
     started: set[tuple[str, int]] = set()
+    deselected: set[str] = set()
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
@@ -309,6 +311,8 @@ def parse_events(path: Path, tests: list[str], repeat: int, timed_out: bool) -> 
         kind = ev.get("kind")
         if kind == "collected":
             collected = set(ev["nodeids"])
+        elif kind == "deselected":
+            deselected.update(ev.get("nodeids") or [])
         elif kind == "collect_error":
             errors.append((ev.get("nodeid") or "", ev.get("message")))
         elif kind == "start":
@@ -323,6 +327,8 @@ def parse_events(path: Path, tests: list[str], repeat: int, timed_out: bool) -> 
             err = next((msg for prefix, msg in errors if _covered(test, prefix)), None)
             if err is not None or any(_covered(test, p) for p, _ in errors):
                 out[test] = [Attempt(SKIP, "collect_error", message=err)] * repeat
+            elif test in deselected:
+                out[test] = [Attempt(PASS, "deselected")] * repeat
             else:
                 out[test] = [Attempt(PASS, "absent")] * repeat
             continue

@@ -10,7 +10,8 @@ selected id that is not collected simply does not appear), ``--hb-out FILE`` (JS
 this user property, or this key of a ``harness_benchmark`` property's measurements, per attempt).
 
 Events, one JSON object per line, flushed as written: ``collect_error`` (nodeid, message),
-``collected`` (nodeids), ``start`` (nodeid, attempt), ``result`` (nodeid, attempt, outcome, duration_s,
+``collected`` (nodeids), ``deselected`` (nodeids: selected ids the target's own options or hooks
+deselected), ``start`` (nodeid, attempt), ``result`` (nodeid, attempt, outcome, duration_s,
 message, metric) and ``done`` (exitstatus). A ``start`` without its ``result`` means the process died.
 """
 
@@ -40,6 +41,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _message(report: Any) -> str | None:
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:  # a skip: (path, line, reason)
+        reason = str(report.longrepr[2])
+        return reason.removeprefix("Skipped: ")[:500]
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None and getattr(crash, "message", None):
         return str(crash.message)[:500]
@@ -120,6 +124,14 @@ class ProbeLog:
         rest = item.nodeid.split("::", 1)[1] if "::" in item.nodeid else ""
         rel = os.path.relpath(str(item.path), str(self.config.invocation_params.dir)).replace(os.sep, "/")
         return f"{rel}::{rest}" if rest else rel
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        """Selected tests that the target itself deselects (its `-k`/`-m` addopts, its hooks) did not run."""
+        if self.selected is None:
+            return
+        names = [name for name in (self.name_of(it) for it in items) if name in self.selected]
+        if names:
+            self.emit(kind="deselected", nodeids=names)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,7 +1,9 @@
 """Flake-aware endpoint verification and the pass/fail oracle of a test-failure bisect.
 
 Before any search, each test runs `retries` times at `bad` and at `good` (one batched pytest process per
-endpoint, in one round). Consistently failing at bad and passing at good: bisect it. Passing at bad
+endpoint, in one round). Consistently failing at bad and passing at good: bisect it. A test that did
+not run at bad (not collected there, deselected, skipped, xfailed, or its probe could not start) is
+`did_not_run` with the reason: the caller's input is wrong, nothing is judged. Really passing at bad
 (or failing at both ends: the breakage predates good): `not_reproduced`. Anything mixed: `flaky`,
 never blamed. A test whose module cannot even be collected at bad failed by that collection error,
 so for it a collection error counts as a failure everywhere; other skips stay skips.
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness_bisect.executor import Executor, ProbeRequest
-from harness_bisect.probe import FAIL, PASS, SKIP, Attempt
+from harness_bisect.probe import FAIL, PASS, RAN, SKIP, Attempt
 from harness_bisect.search import FAIL as V_FAIL
 from harness_bisect.search import PASS as V_PASS
 from harness_bisect.search import SKIP as V_SKIP
@@ -35,6 +37,25 @@ class Verification:
     flaky: list[FlakyTest] = field(default_factory=list)
     not_reproduced: list[str] = field(default_factory=list)
     collect_fails: set[str] = field(default_factory=set)
+    did_not_run: dict[str, str] = field(default_factory=dict)  # test -> why it did not run at bad
+
+
+def not_run_reason(attempts: list[Attempt]) -> str | None:
+    """Why a test's attempts at one commit show no real run of it; None when some attempt ran."""
+    if any(a.outcome in RAN for a in attempts):
+        return None
+    outcomes = {a.outcome for a in attempts}
+    message = next((" ".join(a.message.split()) for a in attempts if a.message), "")
+    detail = f" ({message[:200]})" if message else ""
+    if not attempts or "absent" in outcomes:
+        return "not collected there: no such test (node ids are relative to --repo)"
+    if "deselected" in outcomes:
+        return "deselected there by the target's own options or hooks"
+    if "skipped" in outcomes:
+        return f"skipped there{detail}"
+    if "xfail" in outcomes:
+        return f"xfailed there (an expected failure, not a pass){detail}"
+    return f"could not run there{detail}"
 
 
 def _fails(attempts: list[Attempt], collect_fails: bool) -> int:
@@ -46,7 +67,7 @@ def _fails(attempts: list[Attempt], collect_fails: bool) -> int:
 def classify(tests: list[str], at_bad: dict[str, list[Attempt]], at_good: dict[str, list[Attempt]],
              retries: int) -> Verification:
     """Sort tests by their endpoint attempts (see the module docstring). A test that cannot run at all at
-    an endpoint (install failure, broken conftest) counts as not failing there."""
+    good (install failure, broken conftest) counts as not failing there."""
     out = Verification()
     for test in tests:
         bad = at_bad.get(test, [])
@@ -54,7 +75,10 @@ def classify(tests: list[str], at_bad: dict[str, list[Attempt]], at_good: dict[s
             a.outcome == "collect_error" or a.status == FAIL for a in bad)
         f_bad = _fails(bad, collect_fail)
         f_good = _fails(at_good.get(test, []), collect_fail)
-        if f_bad == 0 or (f_bad == retries and f_good == retries):
+        reason = not_run_reason(bad) if f_bad == 0 else None
+        if reason is not None:
+            out.did_not_run[test] = reason
+        elif f_bad == 0 or (f_bad == retries and f_good == retries):
             out.not_reproduced.append(test)
         elif f_bad == retries and f_good == 0:
             out.candidates.append(test)
