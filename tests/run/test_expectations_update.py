@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.run.expectations import recorded_device_types
+from harness.run.metadata import gpu_info
 from tests.run.test_run_cli import make_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,3 +46,42 @@ def test_bad_input(args: list[str], expected: str, capsys: pytest.CaptureFixture
     assert main(["expectations", "update", "--repo", str(ROOT), *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err
+
+
+def _zoo(tmp_path: Path) -> Path:
+    repo = tmp_path / "zoo"
+    make_repo(repo, {"README.md": "copy\n"})
+    for part in ("models", "suites"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    shutil.copy(ROOT / "pyproject.toml", repo / "pyproject.toml")
+    return repo
+
+
+def _bytes(repo: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((repo / "suites" / "expectations").glob("*"))}
+
+
+ABSENT = [f"cuda:{gpu_info().count}"] + (["cuda"] if gpu_info().count == 0 else [])
+
+
+@pytest.mark.parametrize("device", ABSENT)
+def test_device_not_present_is_exit_2_and_writes_nothing(device: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Seen on main: `--device cuda:0` without CUDA exited 0 and rewrote the `cpu` entry."""
+    repo = _zoo(tmp_path)
+    before = _bytes(repo)
+    assert main(["expectations", "update", "--repo", str(repo), "--models", "gpt2", "--device", device]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"harness: --device {device}: not present (") and "nothing was written" in err
+    assert _bytes(repo) == before
+
+
+def test_entries_recorded_for_another_device_type_are_seen() -> None:
+    before = {"suites/expectations/m.json": json.dumps({"c": {"cpu": 1, "cuda:9.0": 2}})}
+    same = dict(before)
+    cpu_changed = {"suites/expectations/m.json": json.dumps({"c": {"cpu": 5, "cuda:9.0": 2}})}
+    new_file = {**before, "suites/expectations/n.json": json.dumps({"c": {"cuda:8.6": 3}})}
+    assert recorded_device_types(before, same) == set()
+    assert recorded_device_types(before, cpu_changed) == {"cpu"}
+    assert recorded_device_types(before, new_file) == {"cuda"}
