@@ -202,7 +202,7 @@ def bisect(
     json_out: JsonOption = False,
 ) -> int:
     """Find the commit that broke each test (exit 1 when culprits are found)."""
-    from harness_bisect.command import bisect_command
+    from harness.triage.bisect_glue import bisect_command
 
     result = bisect_command(
         repo=repo, good=good, bad=bad, tests=[*(tests or []), *(nodeids or [])], run_id=run, db=db,

@@ -219,10 +219,9 @@ def _validate(req: DailyRequest) -> tuple[Any, Any, str | None]:
 
 def run_daily(req: DailyRequest, log: Log = _quiet) -> DailyResult:
     """Baseline run (if needed), run at HEAD, new failures, confirmation, bisect, Slack; all stored."""
-    from harness_bisect.command import bisect_run
-
     from harness.report.slack import notify_slack
     from harness.triage import NoBaselineError, find_new_failures
+    from harness.triage.bisect_glue import bisect_run
     from harness.triage.confirm import confirm_new_failures
 
     slack, head, baseline_sha = _validate(req)

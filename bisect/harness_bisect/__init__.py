@@ -1,7 +1,10 @@
 """Culprit finding over git history: batched, parallel, flake-aware bisection of failing tests.
 
-Import name `harness_bisect` (never `bisect`, which is the standard library). This package stays cheap
-to import: the probe plugin loaded into every pytest probe lives here too, so the public API is
+Import name `harness_bisect` (never `bisect`, which is the standard library). An engine that imports
+nothing of the `harness` platform: it takes a repository, a range, tests, how to probe them (pytest
+command, environment, install command) and a results sink, and returns a `BisectResult`; the platform's
+glue (target description, store, CLI) lives in `harness/triage/bisect_glue.py`. This package stays
+cheap to import: the probe plugin loaded into every pytest probe lives here too, so the public API is
 resolved lazily.
 
     from harness_bisect import BisectRequest, run_bisect
@@ -12,22 +15,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BisectError", "BisectRequest", "BisectResult", "bisect_run", "run_bisect"]
+__all__ = ["BisectError", "BisectRequest", "BisectResult", "ResultSink", "probe_at", "run_bisect"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("BisectRequest", "run_bisect"):
+    if name in ("BisectRequest", "run_bisect", "probe_at"):
         from harness_bisect import api
 
         return getattr(api, name)
-    if name == "bisect_run":
-        from harness_bisect.command import bisect_run
+    if name in ("BisectResult", "ResultSink"):
+        from harness_bisect import report
 
-        return bisect_run
-    if name == "BisectResult":
-        from harness_bisect.report import BisectResult
-
-        return BisectResult
+        return getattr(report, name)
     if name == "BisectError":
         from harness_bisect.gitops import BisectError
 

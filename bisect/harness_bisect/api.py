@@ -1,8 +1,11 @@
-"""Bisect of tests between two revisions: `prepare` (validate), `execute` (search), or both: `run_bisect`.
+"""Bisect of tests between two revisions: `prepare` (validate), `execute` (search), or both: `run_bisect`;
+and `probe_at`, one batched rerun of tests at one commit.
 
+The engine imports nothing of the platform: the caller gives a repository, a range, the tests, how to
+probe (pytest command, environment, install command) and a `ResultSink`, and gets a `BisectResult`.
 Order of work: validate everything (one-line BisectError, nothing written), make the worktree pool,
 verify the endpoints (flake-aware, or perf sampling), run the k-ary search, describe the culprits,
-store them. Worktrees are removed on the way out, also on SIGINT/SIGTERM; after a SIGKILL the next
+hand them to the sink. Worktrees are removed on the way out, also on SIGINT/SIGTERM; after a SIGKILL the next
 bisect of the same repository removes them.
 """
 
@@ -20,10 +23,26 @@ from pathlib import Path
 import git
 
 from harness_bisect.executor import Executor, ProbeRequest, Progress
-from harness_bisect.gitops import BisectError, commit_info, commit_range, open_repo, subdir_of, validate_range
+from harness_bisect.gitops import (
+    BisectError,
+    commit_info,
+    commit_range,
+    open_repo,
+    resolve,
+    subdir_of,
+    validate_range,
+)
 from harness_bisect.perf import NONE, REGRESSION, PerfOracle, Threshold, parse_threshold
-from harness_bisect.probe import ProbeConfig, ProbeRunner, allow_probes, detect_gpus, kill_live
-from harness_bisect.report import BisectResult, CulpritReport, FlakyReport
+from harness_bisect.probe import (
+    InstallFor,
+    ProbeConfig,
+    ProbeResult,
+    ProbeRunner,
+    allow_probes,
+    detect_gpus,
+    kill_live,
+)
+from harness_bisect.report import BisectResult, CulpritReport, FlakyReport, ResultSink
 from harness_bisect.search import Scheduler
 from harness_bisect.verify import FailOracle, not_run_reason, verify_endpoints
 from harness_bisect.worktrees import WorktreePool, cache_root
@@ -46,6 +65,8 @@ class BisectRequest:
     samples: int = 6
     probe_timeout_s: float = 1800.0
     install: str | None = None
+    install_for: InstallFor | None = None  # per checkout: the target's install command, or None
+    pytest_command: list[str] | None = None  # how a probe starts pytest (default: `python -m pytest`)
     cache_dir: str | Path | None = None
     gpus: list[str] | None = field(default=None)
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every probe
@@ -158,14 +179,15 @@ def prepare(req: BisectRequest) -> Plan:
     return Plan(req=req, tests=tests, repo=repo, positions=[good, *commits], subdir=subdir_of(repo, req.repo))
 
 
-def execute(plan: Plan, progress: Progress | None = None) -> BisectResult:
-    """Verify the endpoints, search, and describe the culprits of a prepared bisect."""
+def execute(plan: Plan, progress: Progress | None = None, sink: ResultSink | None = None) -> BisectResult:
+    """Verify the endpoints, search, describe the culprits of a prepared bisect, and give them to `sink`."""
     started = time.perf_counter()
     allow_probes()
     req, positions = plan.req, plan.positions
     cache = cache_root(req.cache_dir)
     config = ProbeConfig(timeout_s=req.probe_timeout_s, metric=None if req.perf_metric in (None, "duration")
-                         else req.perf_metric, install=req.install, subdir=plan.subdir,
+                         else req.perf_metric, install=req.install, install_for=req.install_for,
+                         pytest_command=req.pytest_command, subdir=plan.subdir,
                          gpus=req.gpus if req.gpus is not None else detect_gpus(), env=dict(req.env))
     result = BisectResult(good=positions[0], bad=positions[-1], commits_in_range=len(positions) - 1,
                           workers=req.workers, method="perf" if req.perf_metric else "bisect")
@@ -182,12 +204,28 @@ def execute(plan: Plan, progress: Progress | None = None) -> BisectResult:
     _describe(plan.repo, result, scheduler, positions)
     result.probes, result.rounds = executor.invocations, executor.rounds
     result.wall_s = time.perf_counter() - started
+    if sink is not None:
+        sink.record(result)
     return result
 
 
-def run_bisect(req: BisectRequest, progress: Progress | None = None) -> BisectResult:
+def run_bisect(req: BisectRequest, progress: Progress | None = None, sink: ResultSink | None = None) -> BisectResult:
     """Find the commit that broke each test (or moved its metric) between `req.good` and `req.bad`."""
-    return execute(prepare(req), progress)
+    return execute(prepare(req), progress, sink)
+
+
+def probe_at(repo: str | Path, commit: str, tests: list[str], repeat: int, *, env: dict[str, str] | None = None,
+             install_for: InstallFor | None = None, cache_dir: str | Path | None = None,
+             gpus: list[str] | None = None) -> ProbeResult:
+    """Run `tests` `repeat` times each at `commit` of `repo`, in one pytest process in a cache worktree (the
+    user's checkout is untouched), on one GPU at most."""
+    git_repo = open_repo(repo)
+    sha = resolve(git_repo, commit)
+    cache = cache_root(cache_dir)
+    with WorktreePool(git_repo, 1, cache, start=sha) as pool:
+        config = ProbeConfig(gpus=(gpus if gpus is not None else detect_gpus())[:1], install_for=install_for,
+                             subdir=subdir_of(git_repo, repo), env=dict(env or {}))
+        return ProbeRunner(config, cache).run(pool.trees[0], sha, tests, repeat=repeat)
 
 
 def _verify_and_plan(executor: Executor, req: BisectRequest, positions: list[str], tests: list[str],

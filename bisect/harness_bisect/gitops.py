@@ -11,14 +11,17 @@ from pathlib import Path
 
 import git
 
-from harness.errors import HarnessError
-
 _PR_SUFFIX = re.compile(r"\(#(\d+)\)\s*$")
 _PR_MERGE = re.compile(r"^Merge pull request #(\d+)\b")
 
 
-class BisectError(HarnessError):
-    """Bad bisect input (unknown revision, unrelated commits, not a repository, no tests): exit 2."""
+class BisectError(Exception):
+    """Bad bisect input (unknown revision, unrelated commits, not a repository, no tests, a test that did
+    not run at bad): one line for the user. The platform maps it to its own exit 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -53,16 +56,6 @@ def open_repo(path: str | Path) -> git.Repo:
     if repo.bare:
         raise BisectError(f"{p} is a bare repository: bisect needs a repository with a working tree")
     return repo
-
-
-def recorded_repo(recorded: str | None, override: str | Path | None) -> str | Path | None:
-    """Where a stored run's repository is here: the override, else the recorded path if it exists on
-    this machine, else the current directory (a CI job checks the same repository out elsewhere)."""
-    if override:
-        return override
-    if recorded and Path(recorded).exists():
-        return recorded
-    return "." if (Path(".") / ".git").exists() else recorded
 
 
 def subdir_of(repo: git.Repo, path: str | Path) -> str:

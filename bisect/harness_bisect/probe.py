@@ -23,15 +23,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness_bisect.worktrees import Worktree, venv_path
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    tomllib = None  # type: ignore[assignment]
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 PASSING = ("passed", "skipped", "xfail", "absent", "deselected")
@@ -65,15 +61,22 @@ class ProbeResult:
     wall_s: float = 0.0
 
 
+InstallFor = Callable[[Path], "str | None"]  # a checkout folder -> its install command, or None
+
+
 @dataclass
 class ProbeConfig:
-    """How probes run: per-probe timeout, metric to log, install override, GPUs to spread workers over."""
+    """How probes run: per-probe timeout, metric to log, GPUs to spread workers over, and what the caller
+    knows of the target: its install command (fixed, or read from each checkout by `install_for`), the
+    command that starts pytest, and the environment its tests need."""
 
     timeout_s: float = 1800.0
     metric: str | None = None
     install: str | None = None
+    install_for: InstallFor | None = None  # asked at the probe folder, then at the worktree root
     gpus: list[str] = field(default_factory=list)
     python: str = sys.executable
+    pytest_command: list[str] | None = None  # default: `<python> -m pytest` (the worktree venv's python)
     subdir: str = ""  # where pytest runs, relative to the repository root (node ids are relative to it)
     env: dict[str, str] = field(default_factory=dict)  # the suites' environment (e.g. RUN_SLOW=1)
 
@@ -90,25 +93,6 @@ def detect_gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(ln for ln in out.splitlines() if ln.startswith("GPU "))]
-
-
-def install_command(root: Path) -> str | None:
-    """`[tool.harness] install` of the target's pyproject.toml (or `install` in harness.toml), if any."""
-    if tomllib is None:
-        return None
-    for name in ("pyproject.toml", "harness.toml"):
-        path = root / name
-        if not path.is_file():
-            continue
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            continue
-        section = data.get("tool", {}).get("harness", {}) if name == "pyproject.toml" else data
-        cmd = section.get("install") if isinstance(section, dict) else None
-        if isinstance(cmd, str) and cmd.strip():
-            return cmd.strip()
-    return None
 
 
 def plugin_dir(cache: Path) -> Path:
@@ -227,7 +211,8 @@ class ProbeRunner:
             return None
         tree.checkout(commit)
         tree.installed = None
-        cmd = self.config.install or install_command(self.base(tree)) or install_command(tree.path)
+        find = self.config.install_for
+        cmd = self.config.install or (find and (find(self.base(tree)) or find(tree.path)))
         if not cmd:
             tree.installed = "none"
             return None
@@ -243,7 +228,7 @@ class ProbeRunner:
 
     def command(self, files: list[str], select: Path, out: Path, repeat: int, tree: Worktree) -> list[str]:
         python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
-        cmd = [python, "-m", "pytest", "-p", PLUGIN_MODULE, "-p", "no:harness", "-p", "no:cacheprovider",
+        cmd = [*(self.config.pytest_command or [python, "-m", "pytest"]), "-p", PLUGIN_MODULE, "-p", "no:harness", "-p", "no:cacheprovider",
                # `--opt=value`: pytest looks for the ini file before plugin options exist, and would take
                # a separate value (a path outside the worktree) as a test path, losing the target's ini.
                f"--hb-select={select}", f"--hb-out={out}", f"--hb-repeat={repeat}",

@@ -1,14 +1,9 @@
-"""The bisect result: the `--json` object of DESIGN.md, a short text report, and culprit rows in the store."""
+"""The bisect result (the `--json` object of DESIGN.md and a short text report) and the sink it goes to."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-from sqlalchemy import delete
-
-from harness.store import Store
-from harness.store.schema import Culprit, nodeid_hash, utcnow
+from typing import Any, Protocol
 
 
 @dataclass
@@ -81,25 +76,8 @@ class BisectResult:
         return "\n".join(lines)
 
 
-def store_culprits(store: Store, result: BisectResult, run_id: int | None = None) -> int:
-    """Write one `culprits` row per blamed test, replacing earlier rows of the same bisect; rows written."""
-    rows = []
-    now = utcnow()
-    for c in result.culprits:
-        for test in c.tests:
-            rows.append(Culprit(
-                run_id=run_id, nodeid=test, nodeid_hash=nodeid_hash(test), commit_sha=c.commit,
-                author=c.author, email=c.email, subject=c.subject, pr=c.pr, good_sha=result.good,
-                bad_sha=result.bad, method=result.method, confidence=1.0 / max(1, len(c.range)),
-                created_at=now))
-    if not rows:
-        return 0
-    with store.session() as s:
-        for row in rows:
-            same = delete(Culprit).where(Culprit.nodeid_hash == row.nodeid_hash, Culprit.method == row.method,
-                                         Culprit.good_sha == row.good_sha, Culprit.bad_sha == row.bad_sha)
-            if run_id is not None:
-                same = same.where(Culprit.run_id == run_id)
-            s.execute(same)
-        s.add_all(rows)
-    return len(rows)
+class ResultSink(Protocol):
+    """Where a finished bisect's findings go: the platform stores culprits and flaky tests; the engine
+    only calls `record` once, after the search, with the complete result."""
+
+    def record(self, result: BisectResult) -> None: ...

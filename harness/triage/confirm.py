@@ -13,22 +13,18 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from harness.run.target import suite_environment
 from harness.store import Store
+from harness.triage.bisect_glue import FAIL, recorded_repo, rerun
 from harness.triage.flaky import FlakyObservation, record_flaky
 from harness.triage.new_failures import FlakyResult, NewFailures
 from harness.triage.runs import TriageError, get_run
 
-INCONCLUSIVE = ("skipped", "xfail", "absent", "not_run", "collect_error")
+INCONCLUSIVE = ("skipped", "xfail", "absent", "deselected", "not_run", "collect_error")
 
 
 def confirm_new_failures(store: Store, result: NewFailures, attempts: int = 3, repo: str | Path | None = None,
                          cache_dir: str | Path | None = None) -> NewFailures:
     """Rerun `result.new` `attempts` times at the run's commit; move mixed ones to `flaky` (and the store)."""
-    from harness_bisect.gitops import open_repo, recorded_repo, resolve, subdir_of
-    from harness_bisect.probe import FAIL, ProbeConfig, ProbeRunner, detect_gpus
-    from harness_bisect.worktrees import WorktreePool, cache_root
-
     if attempts < 1:
         raise TriageError(f"--attempts must be at least 1, got {attempts}")
     if not result.new:
@@ -40,18 +36,12 @@ def confirm_new_failures(store: Store, result: NewFailures, attempts: int = 3, r
         raise TriageError(f"run {result.run_id} has no repository path recorded: pass --repo PATH or --no-confirm")
     if not sha:
         raise TriageError(f"run {result.run_id} has no commit recorded: cannot rerun it; pass --no-confirm")
-    git_repo = open_repo(repo_path)
-    sha = resolve(git_repo, sha)
-    cache = cache_root(cache_dir)
-    tests = [d.nodeid for d in result.new]
-    with WorktreePool(git_repo, 1, cache, start=sha) as pool:
-        env = suite_environment(repo_path, {d.suite for d in result.new})  # e.g. RUN_SLOW=1, as the run had
-        runner = ProbeRunner(ProbeConfig(gpus=detect_gpus()[:1], subdir=subdir_of(git_repo, repo_path), env=env),
-                             cache)
-        probe = runner.run(pool.trees[0], sha, tests, repeat=attempts)
+    # with the environment their suites had in the run (e.g. RUN_SLOW=1)
+    found = rerun(repo_path, sha, [d.nodeid for d in result.new], {d.suite for d in result.new}, attempts,
+                  cache_dir)
     keep, flaky = [], []
     for delta in result.new:
-        ran = [a for a in probe.attempts.get(delta.nodeid, []) if a.outcome not in INCONCLUSIVE]
+        ran = [a for a in found.get(delta.nodeid, []) if a.outcome not in INCONCLUSIVE]
         fails = sum(1 for a in ran if a.status == FAIL)
         if not ran or fails == len(ran):
             keep.append(delta)

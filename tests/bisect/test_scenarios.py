@@ -13,9 +13,9 @@ from pathlib import Path
 
 import git
 import pytest
-from harness_bisect.api import BisectRequest, run_bisect
 from harness_bisect.search import rounds_needed
 
+from harness.triage.bisect_glue import BisectRequest, run_bisect
 from tests.triage.gitrepo import RepoBuilder, broken_core, core_repo, core_tests
 
 T = "tests/test_core.py::test_{}".format
