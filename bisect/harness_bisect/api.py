@@ -238,6 +238,10 @@ def _verify_and_plan(executor: Executor, req: BisectRequest, positions: list[str
         return Scheduler(regressed, n, req.workers), oracle
     check = verify_endpoints(executor, positions[0], positions[-1], n, tests, req.retries)
     refuse_not_run(check.did_not_run, positions[-1])
+    if check.fails_at_good:
+        more = f" (and {len(check.fails_at_good) - 1} more)" if len(check.fails_at_good) > 1 else ""
+        raise BisectError(f"{check.fails_at_good[0]}{more} fails at good {positions[0][:12]} too, every attempt: "
+                          "the breakage predates it; pass an older --good")
     result.flaky = [FlakyReport(f.test, f.failures, f.attempts) for f in check.flaky]
     result.not_reproduced = check.not_reproduced
     return Scheduler(check.candidates, n, req.workers), FailOracle(check.collect_fails)

@@ -3,8 +3,9 @@
 Before any search, each test runs `retries` times at `bad` and at `good` (one batched pytest process per
 endpoint, in one round). Consistently failing at bad and passing at good: bisect it. A test that did
 not run at bad (not collected there, deselected, skipped, xfailed, or its probe could not start) is
-`did_not_run` with the reason: the caller's input is wrong, nothing is judged. Really passing at bad
-(or failing at both ends: the breakage predates good): `not_reproduced`. Anything mixed: `flaky`,
+`did_not_run` with the reason: the caller's input is wrong, nothing is judged. Failing at both ends
+(the breakage predates good) is `fails_at_good`: good is not good for it. Really passing at bad:
+`not_reproduced`. Anything mixed: `flaky`,
 never blamed. A test whose module cannot even be collected at bad failed by that collection error,
 so for it a collection error counts as a failure everywhere; other skips stay skips.
 """
@@ -38,6 +39,7 @@ class Verification:
     not_reproduced: list[str] = field(default_factory=list)
     collect_fails: set[str] = field(default_factory=set)
     did_not_run: dict[str, str] = field(default_factory=dict)  # test -> why it did not run at bad
+    fails_at_good: list[str] = field(default_factory=list)  # failing every attempt at both ends
 
 
 def not_run_reason(attempts: list[Attempt]) -> str | None:
@@ -78,8 +80,10 @@ def classify(tests: list[str], at_bad: dict[str, list[Attempt]], at_good: dict[s
         reason = not_run_reason(bad) if f_bad == 0 else None
         if reason is not None:
             out.did_not_run[test] = reason
-        elif f_bad == 0 or (f_bad == retries and f_good == retries):
+        elif f_bad == 0:
             out.not_reproduced.append(test)
+        elif f_bad == retries and f_good == retries:
+            out.fails_at_good.append(test)
         elif f_bad == retries and f_good == 0:
             out.candidates.append(test)
             if collect_fail:

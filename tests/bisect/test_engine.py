@@ -65,6 +65,20 @@ def test_engine_hands_the_result_to_its_sink(tmp_path: Path, cache: Path) -> Non
     assert sink.results == [result] and [c.commit for c in result.culprits] == [b.shas[3]]
 
 
+def test_engine_probes_through_the_callers_pytest_command(tmp_path: Path, cache: Path) -> None:
+    """The probe command is the caller's: every pytest invocation goes through it (here a wrapper that
+    counts itself), with the caller's environment."""
+    b = core_repo(tmp_path / "repo", "AB", 4, {2: ({"pkg/core.py": broken_core("AB", {"A": 0})}, "break A")})
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "wrapped-pytest"
+    wrapper.write_text(f'#!/bin/sh\necho "$PROBE_TAG" >> {calls}\nexec {sys.executable} -m pytest "$@"\n')
+    wrapper.chmod(0o755)
+    result = run_bisect(BisectRequest(repo=b.root, good=b.shas[0], bad="HEAD", tests=[T("a")],
+                                      pytest_command=[str(wrapper)], env={"PROBE_TAG": "mine"}))
+    assert [c.commit for c in result.culprits] == [b.shas[2]]
+    assert calls.read_text().split() == ["mine"] * result.probes and result.probes >= 3
+
+
 def _connections(url: str) -> int:
     """Sessions open on this database other than the one asking."""
     engine = create_engine(url)

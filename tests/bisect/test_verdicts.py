@@ -64,6 +64,10 @@ def test_quarantined():
 @pytest.mark.xfail(reason="known bad", strict=False)
 def test_known_bad():
     assert core.V == 1
+
+
+def test_always_broken():
+    assert core.V == 3
 """
 
 SLOW = "suites/slow/test_gate.py::{}".format
@@ -121,6 +125,25 @@ def test_a_test_that_did_not_run_at_bad_is_exit_2(test: str, reason: str, histor
     assert err.startswith(f"harness: {SLOW(test)} did not run at bad {history.shas[-1][:12]}: {reason}"), err
     assert _culprits(db) == []  # nothing stored
     assert not any((cache / "worktrees").glob("*/hb-*"))
+
+
+def test_perf_bisect_of_a_test_that_does_not_exist_is_exit_2(history: RepoBuilder, tmp_path: Path, cache: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bisect", "--repo", str(history.root), "--good", history.shas[0], "--no-store", "--json",
+                 "--perf", "duration", "--threshold", "50%", "--samples", "2", "--tests", SLOW("test_nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"harness: {SLOW('test_nope')} did not run at bad {history.shas[-1][:12]}: not collected"), err
+    assert err.count("\n") == 1
+
+
+def test_failing_at_both_ends_is_exit_2_not_a_verdict(history: RepoBuilder, tmp_path: Path, cache: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "results.db"
+    assert _bisect(history, db, SLOW("test_plain"), SLOW("test_always_broken")) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"harness: {SLOW('test_always_broken')} fails at good {history.shas[0][:12]} too"), err
+    assert "pass an older --good" in err and _culprits(db) == []
 
 
 def test_probe_that_cannot_start_at_bad_is_exit_2(tmp_path: Path, cache: Path,

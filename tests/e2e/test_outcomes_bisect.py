@@ -109,6 +109,10 @@ ROWS: dict[str, Row] = {
     "skipped_at_bad": Row(_bisect(SLOW("test_always_skipped")), 2,
                           _did_not_run(SLOW("test_always_skipped"), "skipped there (waiting for a fix)"),
                           nothing_stored),
+    "fails_at_both_ends": Row(_bisect(SLOW("test_always_broken")), 2,
+                              lambda c: re.escape(f"harness: {SLOW('test_always_broken')} fails at good "
+                                                  f"{c.repo.shas[0][:12]} too") + r".*pass an older --good\n",
+                              nothing_stored),
     "slow_suite_test_via_tests": Row(_bisect(SLOW("test_value")), 1, lambda c: "", blamed(SLOW("test_value"))),
     "bad_revs": Row(_bisect(SLOW("test_plain"), good="no-such-rev"), 2,
                     lambda c: re.escape(f"harness: unknown revision 'no-such-rev' in {c.repo.root}") + r".*\n",
