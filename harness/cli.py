@@ -152,6 +152,8 @@ def perf_alerts_cmd(
     detector = pa.default_detector(window, max_pvalue, min_magnitude)
     result = pa.run_perf_alerts(Store.open(resolve_db_url(db)), detector=detector, branch=branch, gpu=gpu,
                                 model=model, metrics=metric, save=save)
+    for line in pa.undeclared_lines(result):
+        typer.echo(line, err=True)
     if as_json:
         print_json(pa.to_json(result, repo))
     else:
