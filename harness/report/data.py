@@ -292,8 +292,9 @@ def _flaky(session: Any, runs: list[Any], failing: list[Any], results: list[Any]
     t, f = TestResult.__table__, FlakyTest.__table__
     ids = [x.id for x in runs]
     final = {(row.run_id, row.nodeid_hash): row for row in results}
+    retried = sorted({h for (_, h), row in final.items() if (row.attempt or 1) > 1})  # only these can disagree
     attempts = session.execute(select(t.c.run_id, t.c.nodeid_hash, t.c.nodeid, t.c.outcome, t.c.device).where(
-        and_(t.c.run_id.in_(ids), t.c.nodeid_hash.in_(sorted({h for _, h in final}))))).all() if final else []
+        and_(t.c.run_id.in_(ids), t.c.nodeid_hash.in_(retried)))).all() if retried else []
     tried: dict[tuple[int, str], list[Any]] = defaultdict(list)
     for a in attempts:
         tried[(a.run_id, a.nodeid_hash)].append(a)

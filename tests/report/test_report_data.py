@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
+from harness.bundle import ResultRecord
 from harness.report.blocks import Links, Mentions, build_report, iter_texts
 from harness.report.data import ReportError, collect_report
 from harness.store.db import Store
-from harness.store.schema import Culprit
+from harness.store.schema import Culprit, Run
+from harness.store.writer import write_records
 
 from .conftest import Populated
 from .factory import BROKEN, FLAKY, cpu_regression
@@ -84,3 +86,22 @@ def test_failed_once_passed_consistently_is_not_flaky_without_evidence(store: St
     data = collect_report(store, seeded.run_id)
     assert sorted(f.nodeid for f in data.flaky_failing) == sorted(FLAKY)
     assert len(data.new_failures) == 13
+
+
+def test_attempts_that_disagree_are_flaky_evidence(store: Store) -> None:
+    """A test that failed and then passed on a retry in this run is flaky (listed, not failing); one that
+    failed every attempt is not."""
+    seeded = cpu_regression(store)
+    with store.session() as s:
+        uuid = s.execute(select(Run.uuid).where(Run.id == seeded.run_id)).scalar_one()
+    retried, stubborn = "tests/models/gpt2/test_modeling_gpt2.py::test_retry", BROKEN[0]
+    write_records(store, [
+        ResultRecord(run=uuid, nodeid=retried, outcome="failed", attempt=1, model="gpt2", suite="slow", device="cpu"),
+        ResultRecord(run=uuid, nodeid=retried, outcome="passed", attempt=2, model="gpt2", suite="slow", device="cpu"),
+        ResultRecord(run=uuid, nodeid=stubborn, outcome="failed", attempt=2, model="llama", suite="slow",
+                     device="cpu", message="AssertionError: logits differ at position 3 (max abs diff 0.71)")])
+    data = collect_report(store, seeded.run_id)
+    flaky = {f.nodeid: f for f in data.flaky}
+    assert flaky[retried].failed is False and (flaky[retried].failures, flaky[retried].attempts) == (1, 2)
+    assert stubborn not in flaky and retried not in {f.nodeid for f in data.failing}
+    assert data.failed == len(data.failing) == 15
