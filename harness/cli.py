@@ -152,6 +152,8 @@ def perf_alerts_cmd(
     detector = pa.default_detector(window, max_pvalue, min_magnitude)
     result = pa.run_perf_alerts(Store.open(resolve_db_url(db)), detector=detector, branch=branch, gpu=gpu,
                                 model=model, metrics=metric, save=save)
+    for line in pa.undeclared_lines(result):
+        typer.echo(line, err=True)
     if as_json:
         print_json(pa.to_json(result, repo))
     else:
@@ -330,16 +332,18 @@ def pipeline_daily_cmd(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> int:
-    """Baseline run, run, new failures, confirmation, bisect and Slack on this machine (exit 1: new failures)."""
+    """Baseline run, run, new failures, confirmation, bisect and Slack on this machine (exit 1: new failures).
+
+    Prints one line per step; with --json, one JSON object on stdout (the step lines go to stderr)."""
     from harness.config import resolve_db_url
-    from harness.pipeline import DailyRequest, run_daily
+    from harness.pipeline import DailyRequest, run_daily, summary_line
 
     result = run_daily(DailyRequest(repo=repo, db_url=resolve_db_url(db), baseline=baseline, models=models,
                                     suites=suite, runner_group=runner_group, workers=workers, timeout=timeout,
                                     attempts=attempts, bisect_workers=bisect_workers, retries=retries,
                                     slack_channel=channel, slack_out=out, dry_run=dry_run),
-                       log=lambda line: typer.echo(f"pipeline: {line}", err=True))
-    print_json(result.to_json()) if as_json else typer.echo(json.dumps(result.to_json()["new_failures"]["counts"]))
+                       log=lambda line: typer.echo(line, err=as_json))
+    print_json(result.to_json()) if as_json else typer.echo(summary_line(result))
     return result.exit_code
 
 

@@ -3,7 +3,10 @@
 Within Slack's limits: at most 50 blocks a message, 3000 characters a section text, 150 a header,
 10 fields of 2000; longer lists end in "… N more" with a link. Every piece of text that comes from
 tests, commits or people is escaped (`&`, `<`, `>`), so a test name can never become a mention
-(`<!channel>`) or a link. Per-test failure messages go in thread replies, one model at a time.
+(`<!channel>`) or a link. New failures are grouped by culprit, then by message: one entry per
+culprit naming its tests, models and runner groups compactly. Every failing test (new, still
+failing, flaky) is in the thread replies, one model at a time, grouped by message; the header's
+failing count, the counts line and the thread add up to the same number.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 from urllib.parse import quote
 
@@ -150,22 +154,63 @@ def _culprit_text(c: CulpritInfo | None, links: Links, mentions: Mentions) -> st
     return " ".join(parts)
 
 
-def _failure_line(f: FailureItem, links: Links, mentions: Mentions) -> str:
-    where = ", ".join(x for x in (f.model, f.suite, "multi-GPU" if f.multi_gpu else "single-GPU") if x)
-    return f"• `{escape(clip(f.nodeid, 300))}` ({escape(where)}, {f.outcome}) — " + _culprit_text(
-        f.culprit, links, mentions)
+SHOWN_TESTS = 5  # test ids named per message group; the rest are counted
+
+
+def _first_line(message: str | None) -> str:
+    lines = [ln.strip() for ln in (message or "").splitlines() if ln.strip()]
+    return lines[0] if lines else "(no message)"
+
+
+def _names(values: Iterable[str | None], limit: int = 6) -> str:
+    names = sorted({v for v in values if v})
+    more = f" +{len(names) - limit}" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _tests_text(items: list[FailureItem]) -> str:
+    ids = sorted({f.nodeid for f in items})
+    shown = ", ".join(f"`{escape(clip(n, 160))}`" for n in ids[:SHOWN_TESTS])
+    return shown + (f" … +{len(ids) - SHOWN_TESTS} more" if len(ids) > SHOWN_TESTS else "")
+
+
+def _culprit_key(f: FailureItem) -> str:
+    return f.culprit.commit_sha if f.culprit else ""
+
+
+def culprit_entries(items: list[FailureItem], links: Links, mentions: Mentions) -> list[str]:
+    """One entry per culprit (most tests first, "not found yet" last): its tests, models and runner
+    groups, then one line per distinct message with the tests that fail that way."""
+    entries = []
+    ordered = sorted(items, key=lambda f: (_culprit_key(f), f.nodeid))
+    groups = [list(g) for _, g in groupby(ordered, key=_culprit_key)]
+    for tests in sorted(groups, key=lambda g: (g[0].culprit is None, -len(g), _culprit_key(g[0]))):
+        n = len({(f.nodeid, f.runner_group) for f in tests})
+        where = " · ".join(x for x in (_names(f.model for f in tests), _names(f.runner_group for f in tests)) if x)
+        head = (f"• {_culprit_text(tests[0].culprit, links, mentions)} — *{n} test{'s' if n != 1 else ''}*"
+                + (f" ({escape(where)})" if where else ""))
+        lines = [head]
+        by_message = sorted(tests, key=lambda f: (_first_line(f.message), f.nodeid))
+        for message, same in groupby(by_message, key=lambda f: _first_line(f.message)):
+            same = list(same)
+            outcomes = _names(f.outcome for f in same)
+            lines.append(f"    {len(same)}× {outcomes} `{escape(clip(message, 200))}`: {_tests_text(same)}")
+        entries.append("\n".join(lines))
+    return entries
 
 
 def _model_table(data: ReportData, more_url: str | None) -> str:
     rows = data.models
     shown, hidden = rows[:25], len(rows) - 25
-    width = max([len("model")] + [len(r.model) for r in shown])
-    lines = [f"{'model'.ljust(width)}  single-GPU  multi-GPU"]
-    lines += [f"{clip(r.model, 40).ljust(width)}  {r.single_gpu:>10}  {r.multi_gpu:>9}" for r in shown]
+    groups = data.runner_groups or sorted({g for r in rows for g in r.counts})
+    width = max([len("model")] + [len(clip(r.model, 40)) for r in shown])
+    lines = [f"{'model'.ljust(width)}  " + "  ".join(g.rjust(10) for g in groups)]
+    lines += [f"{clip(r.model, 40).ljust(width)}  " + "  ".join(str(r.counts.get(g, 0)).rjust(max(10, len(g)))
+                                                                for g in groups) for r in shown]
     table = "```" + escape("\n".join(lines)) + "```"
     if hidden > 0:
         table += f"\n… {hidden} more models" + (f" ({link(more_url, 'see all')})" if more_url else "")
-    return "*Failures per model*\n" + table
+    return "*Failures per model and runner group*\n" + table
 
 
 def _header(data: ReportData) -> dict[str, Any]:
@@ -206,23 +251,28 @@ def build_report(data: ReportData, links: Links | None = None, mentions: Mention
     blocks: list[dict[str, Any]] = [_header(data), _summary(data, links)]
     tail: list[dict[str, Any]] = []
     counts = [f"*{len(data.new_failures)}* new", f"*{len(data.still_failing)}* still failing",
-              f"*{len(data.flaky)}* flaky", f"*{data.fixed}* fixed"]
+              f"*{len(data.flaky_failing)}* flaky", f"*{data.fixed}* fixed"]
     base = f" vs run #{data.baseline_run_id}" if data.baseline_run_id else ""
-    tail.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(counts) + base}]})
+    tail.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"*{data.failed}* failing: "
+                                                  + " · ".join(counts) + base}]})
     if data.models:
         blocks += [{"type": "divider"}, section(_model_table(data, links.more))]
     budget = MAX_BLOCKS - len(blocks) - len(tail) - 6
+    new = data.new_failures
+    culprits = len({_culprit_key(f) for f in new})
     groups = [
-        ("*🆕 New failures*", [_failure_line(f, links, mentions) for f in data.new_failures]),
-        ("*🎲 Flaky (failed here, known to flake)*",
+        (f"*🆕 New failures* ({len(new)} in {culprits} group{'s' if culprits != 1 else ''}, by culprit)",
+         culprit_entries(new, links, mentions)),
+        ("*🎲 Flaky (flaky evidence: mixed outcomes here or in history)*",
          [f"• `{escape(clip(f.nodeid, 300))}` {f.failures}/{f.attempts} failed ({f.fail_rate:.0%})"
-          + (f" on {escape(f.device)}" if f.device else "") for f in data.flaky]),
+          + (f" on {escape(f.device)}" if f.device else "") + ("" if f.failed else ", passed on retry")
+          for f in data.flaky]),
         ("*⏱ Performance alerts*", [_perf_line(a, links) for a in data.perf_alerts]),
     ]
     present = [g for g in groups if g[1]]
     for i, (title, lines) in enumerate(present):
         share = max(1, budget // (len(present) - i))
-        packed = pack(lines, share, links.more, title=f"{title} ({len(lines)})")
+        packed = pack(lines, share, links.more, title=title if title.endswith(")") else f"{title} ({len(lines)})")
         budget -= len(packed)
         blocks += [{"type": "divider"}, *packed]
     blocks += tail
@@ -233,17 +283,26 @@ def build_report(data: ReportData, links: Links | None = None, mentions: Mention
 
 
 def _replies(data: ReportData) -> list[SlackMessage]:
-    """One thread reply per model: each failing test with its message, in code blocks."""
+    """One thread reply per model: every failing test, grouped by message (in a code block)."""
     by_model: dict[str, list[FailureItem]] = {}
     for f in data.failures:
         by_model.setdefault(f.model or "(no model)", []).append(f)
     replies = []
     for model, items in sorted(by_model.items()):
-        lines = [f"• `{escape(clip(f.nodeid, 300))}` ({f.outcome})\n```{escape(clip(f.message or '(no message)', 1200))}```"
-                 for f in items]
+        ordered = sorted(items, key=lambda f: (_first_line(f.message), f.nodeid))
+        lines = []
+        for _, same in groupby(ordered, key=lambda f: _first_line(f.message)):
+            same = list(same)
+            lines.append(f"```{escape(clip(same[0].message or '(no message)', 1200))}```\n"
+                         f"{len(same)} test{'s' if len(same) != 1 else ''}:")
+            lines += [f"• `{escape(clip(f.nodeid, 300))}` ({f.outcome}, {escape(f.runner_group or '?')}, "
+                      f"{KIND_LABEL[f.kind]})" for f in same]
         blocks = pack(lines, MAX_BLOCKS, None, title=f"*{escape(model)}*: {len(items)} failing")
         replies.append(SlackMessage(escape(f"{model}: {len(items)} failing"), blocks))
     return replies
+
+
+KIND_LABEL = {"new": "new", "still": "still failing", "flaky": "flaky"}
 
 
 def iter_texts(blocks: Iterable[dict[str, Any]]) -> Iterable[str]:

@@ -2,7 +2,14 @@
 
 The Slack block builder works from this dataclass alone, so it can be tested without a database.
 A run is reported together with its siblings: the runs of the same commit, workflow and event on
-other runner groups (one CI matrix), which is how failures split into single- and multi-GPU.
+other runner groups (one CI matrix); each failure is labelled with its own run's runner group.
+
+One story: `totals`, the per-model table, the failure list and the thread all come from one read of
+the final attempts; every failing test is in `failing` exactly once, as new, still failing or flaky.
+A failing test is flaky only on evidence (`_flaky`): its attempts in this run disagree, a
+confirmation or bisect of this run recorded it flaky, or it has a flaky record and also failed in one
+of its recent earlier runs. A test that passed in every earlier run, or that has a culprit for this
+run, is never called flaky on an old record.
 """
 
 from __future__ import annotations
@@ -35,25 +42,27 @@ class CulpritInfo:
 
 @dataclass(frozen=True)
 class FailureItem:
-    """One failing test (final attempt) of the reported runs."""
+    """One failing test (final attempt) of the reported runs; `kind` is "new", "still" or "flaky"."""
 
     nodeid: str
     model: str | None
     suite: str | None
     outcome: str
     message: str | None
-    multi_gpu: bool = False
+    runner_group: str | None = None  # of the run the result belongs to
     culprit: CulpritInfo | None = None
+    kind: str = "new"
 
 
 @dataclass(frozen=True)
 class FlakyItem:
-    """A test that failed in this run and is known to flake."""
+    """A test of this run with flaky evidence (`failed`: its final attempt failed here)."""
 
     nodeid: str
     device: str
     failures: int
     attempts: int
+    failed: bool = True
 
     @property
     def fail_rate(self) -> float:
@@ -62,11 +71,14 @@ class FlakyItem:
 
 @dataclass(frozen=True)
 class ModelRow:
-    """Failing tests of one model, by runner kind."""
+    """Failing tests of one model, by runner group."""
 
     model: str
-    single_gpu: int = 0
-    multi_gpu: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
 
 
 @dataclass(frozen=True)
@@ -105,8 +117,7 @@ class ReportData:
     wall_time_s: float | None = None
     baseline_run_id: int | None = None
     models: list[ModelRow] = field(default_factory=list)
-    new_failures: list[FailureItem] = field(default_factory=list)
-    still_failing: list[FailureItem] = field(default_factory=list)
+    failing: list[FailureItem] = field(default_factory=list)
     fixed: int = 0
     flaky: list[FlakyItem] = field(default_factory=list)
     perf_alerts: list[PerfAlertItem] = field(default_factory=list)
@@ -116,12 +127,25 @@ class ReportData:
         return sum(n for outcome, n in self.totals.items() if outcome in FAILING_OUTCOMES)
 
     @property
+    def new_failures(self) -> list[FailureItem]:
+        return [f for f in self.failing if f.kind == "new"]
+
+    @property
+    def still_failing(self) -> list[FailureItem]:
+        return [f for f in self.failing if f.kind == "still"]
+
+    @property
+    def flaky_failing(self) -> list[FailureItem]:
+        return [f for f in self.failing if f.kind == "flaky"]
+
+    @property
     def failures(self) -> list[FailureItem]:
-        return self.new_failures + self.still_failing
+        """Every failing test (new, still failing and flaky): what the thread lists."""
+        return self.failing
 
 
-def _is_multi(run: Any) -> bool:
-    return run.runner_group == "multi-gpu" or (run.runner_group is None and (run.gpu_count or 0) > 1)
+NO_GROUP = "(no group)"
+HISTORY_RUNS = 50  # earlier runs of the same runner groups searched for a test's past failures
 
 
 def _siblings(session: Any, run: Any) -> list[Any]:
@@ -194,37 +218,35 @@ def collect_report(store: Store, run_id: int | None = None) -> ReportData:
             raise ReportError(f"no run {run_id} in the store" if run_id is not None else
                               "the store has no runs yet: run `harness run` or `harness ingest` first")
         runs = _siblings(session, run)
-        multi = {x.id: _is_multi(x) for x in runs}
         ids = [x.id for x in runs]
         results = _final_results(session, ids)
     deltas = {rid: _new_failures(store, rid) for rid in ids}
     with store.session() as session:
-        data = _assemble(session, run, runs, multi, results, deltas)
+        data = _assemble(session, run, runs, results, deltas)
     return data
 
 
-def _assemble(session: Any, run: Any, runs: list[Any], multi: dict[int, bool], results: list[Any],
-              deltas: dict[int, Any]) -> ReportData:
+def _assemble(session: Any, run: Any, runs: list[Any], results: list[Any], deltas: dict[int, Any]) -> ReportData:
     ids = [x.id for x in runs]
+    group = {x.id: x.runner_group or NO_GROUP for x in runs}
     totals: dict[str, int] = defaultdict(int)
     failing = {}
     for row in results:
         totals[row.outcome] += 1
         if row.outcome in FAILING_OUTCOMES:
             failing[(row.run_id, row.nodeid)] = row
-    flaky = _flaky(session, {row.nodeid_hash for row in failing.values()}, results, ids)
-    flaky_ids = {f.nodeid for f in flaky}
-    new_keys = {(rid, d.nodeid) for rid, nf in deltas.items() for d in nf.new}
     culprits = _culprits(session, {row.nodeid_hash for row in failing.values()}, ids)
-    new, still = [], []
-    per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    here = _culprit_hashes_of(session, ids)
+    flaky = _flaky(session, runs, list(failing.values()), results, here)
+    flaky_failing = {f.nodeid for f in flaky if f.failed}
+    new_keys = {(rid, d.nodeid) for rid, nf in deltas.items() for d in nf.new}
+    items = []
+    per_model: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for (rid, nodeid), row in sorted(failing.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        per_model[row.model or "(no model)"][1 if multi[rid] else 0] += 1
-        if nodeid in flaky_ids:
-            continue
-        item = FailureItem(nodeid, row.model, row.suite, row.outcome, row.message, multi[rid],
-                           culprits.get(row.nodeid_hash))
-        (new if (rid, nodeid) in new_keys else still).append(item)
+        per_model[row.model or "(no model)"][group[rid]] += 1
+        kind = "flaky" if nodeid in flaky_failing else ("new" if (rid, nodeid) in new_keys else "still")
+        items.append(FailureItem(nodeid, row.model, row.suite, row.outcome, row.message, group[rid],
+                                 culprits.get(row.nodeid_hash), kind))
     started = [x.started_at for x in runs if x.started_at]
     finished = [x.finished_at for x in runs if x.finished_at]
     wall = (max(finished) - min(started)).total_seconds() if started and finished else None
@@ -232,31 +254,67 @@ def _assemble(session: Any, run: Any, runs: list[Any], multi: dict[int, bool], r
     return ReportData(
         run_id=run.id, run_ids=ids, workflow=run.workflow, event=run.event, branch=run.branch,
         repo=run.repo, commit_sha=run.commit_sha, commit_subject=run.commit_subject,
-        runner_groups=[x.runner_group for x in runs if x.runner_group],
+        runner_groups=list(dict.fromkeys(group[x.id] for x in runs)),
         gpu_name=run.gpu_name, gpu_count=max((x.gpu_count or 0) for x in runs), status=run.status,
         totals=dict(totals), wall_time_s=wall,
         baseline_run_id=getattr(main_delta, "baseline_id", None),
-        models=sorted((ModelRow(m, s, mu) for m, (s, mu) in per_model.items()),
-                      key=lambda m: (-(m.single_gpu + m.multi_gpu), m.model)),
-        new_failures=new, still_failing=still,
-        fixed=sum(len(nf.fixed) for nf in deltas.values()),
+        models=sorted((ModelRow(m, dict(c)) for m, c in per_model.items()), key=lambda m: (-m.total, m.model)),
+        failing=items, fixed=sum(len(nf.fixed) for nf in deltas.values()),
         flaky=flaky, perf_alerts=_perf_alerts(session, run, ids))
 
 
-def _flaky(session: Any, failing_hashes: set[str], results: list[Any], run_ids: list[int]) -> list[FlakyItem]:
-    """Known-flaky tests among this run's failures, plus tests that failed then passed on a retry."""
-    t = TestResult.__table__
-    last = {(row.run_id, row.nodeid_hash): row.attempt for row in results}
-    earlier = session.execute(select(t.c.run_id, t.c.nodeid_hash, t.c.attempt).where(and_(
-        t.c.run_id.in_(run_ids), t.c.outcome.in_(FAILING_OUTCOMES), t.c.attempt > 0))).all()
-    retried = {h for rid, h, attempt in earlier if attempt < last.get((rid, h), 0)}
-    hashes = failing_hashes | retried
+def _culprit_hashes_of(session: Any, run_ids: list[int]) -> set[str]:
+    """Tests a bisect of these runs pinned to a commit: broken, not flaky."""
+    c = Culprit.__table__
+    return set(session.execute(select(c.c.nodeid_hash).where(c.c.run_id.in_(run_ids))).scalars())
+
+
+def _failed_before(session: Any, runs: list[Any], hashes: set[str]) -> set[str]:
+    """Of `hashes`, the tests that failed in one of the last HISTORY_RUNS earlier runs of these runner groups."""
     if not hashes:
-        return []
-    f = FlakyTest.__table__
-    rows = session.execute(select(f).where(and_(f.c.nodeid_hash.in_(sorted(hashes)), f.c.failures > 0))).all()
-    items = {row.nodeid: FlakyItem(row.nodeid, row.device or "", row.failures, row.attempts) for row in rows}
-    return sorted(items.values(), key=lambda x: (-x.fail_rate, x.nodeid))
+        return set()
+    r, t = Run.__table__, TestResult.__table__
+    first = min(x.id for x in runs)
+    groups = [x.runner_group for x in runs if x.runner_group]
+    cond = r.c.runner_group.in_(groups) if groups else r.c.runner_group.is_(None)
+    earlier = select(r.c.id).where(and_(r.c.id < first, cond)).order_by(r.c.id.desc()).limit(HISTORY_RUNS)
+    earlier_ids = list(session.execute(earlier).scalars())
+    if not earlier_ids:
+        return set()
+    rows = session.execute(select(t.c.nodeid_hash).where(and_(
+        t.c.nodeid_hash.in_(sorted(hashes)), t.c.run_id.in_(earlier_ids),
+        t.c.outcome.in_(FAILING_OUTCOMES))).distinct()).scalars()
+    return set(rows)
+
+
+def _flaky(session: Any, runs: list[Any], failing: list[Any], results: list[Any], broken: set[str]) -> list[FlakyItem]:
+    """Tests of these runs with flaky evidence (see the module docstring), never one with a culprit here."""
+    t, f = TestResult.__table__, FlakyTest.__table__
+    ids = [x.id for x in runs]
+    final = {(row.run_id, row.nodeid_hash): row for row in results}
+    retried = sorted({h for (_, h), row in final.items() if (row.attempt or 1) > 1})  # only these can disagree
+    attempts = session.execute(select(t.c.run_id, t.c.nodeid_hash, t.c.nodeid, t.c.outcome, t.c.device).where(
+        and_(t.c.run_id.in_(ids), t.c.nodeid_hash.in_(retried)))).all() if retried else []
+    tried: dict[tuple[int, str], list[Any]] = defaultdict(list)
+    for a in attempts:
+        tried[(a.run_id, a.nodeid_hash)].append(a)
+    out: dict[str, FlakyItem] = {}
+    for key, rows in tried.items():  # evidence 1: attempts of this run disagree
+        fails = sum(1 for a in rows if a.outcome in FAILING_OUTCOMES)
+        if 0 < fails < len(rows) and key[1] not in broken:
+            last = final[key]
+            out[last.nodeid] = FlakyItem(last.nodeid, last.device or "", fails, len(rows),
+                                         last.outcome in FAILING_OUTCOMES)
+    hashes = {row.nodeid_hash for row in failing} - broken
+    if not hashes:
+        return sorted(out.values(), key=lambda x: (-x.fail_rate, x.nodeid))
+    records = session.execute(select(f).where(and_(f.c.nodeid_hash.in_(sorted(hashes)), f.c.failures > 0,
+                                                   f.c.failures < f.c.attempts))).all()
+    failed_before = _failed_before(session, runs, {row.nodeid_hash for row in records})
+    for row in records:  # evidence 2: recorded flaky by this run's confirmation / bisect, or 3: record + history
+        if row.last_run_id in ids or row.nodeid_hash in failed_before:
+            out.setdefault(row.nodeid, FlakyItem(row.nodeid, row.device or "", row.failures, row.attempts))
+    return sorted(out.values(), key=lambda x: (-x.fail_rate, x.nodeid))
 
 
 def _perf_alerts(session: Any, run: Any, run_ids: list[int]) -> list[PerfAlertItem]:

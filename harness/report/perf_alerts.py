@@ -6,6 +6,12 @@ oldest first, one point per commit (the median when a commit was measured more t
 point found by the detector becomes an alert: the commits either side, the means before and after,
 the relative change and the p-value. A regression is handed to `harness bisect --perf`.
 
+Direction is declared, never guessed: each stored `measurements` object carries a `_meta` entry
+(written where the metric is recorded, `suites/benchmark/metrics.py`):
+`{"metrics": {"<metric>": {"better": "higher" | "lower" | null, "unit": "s"}}}`. A series whose
+metric has no declaration is not analysed; the result names it once in `undeclared`. `better: null`
+marks a recorded number that is not a performance figure (never analysed, not reported).
+
 When a benchmark carries a `config`, the stored metric is `<metric>@<config>` (perf_alerts has no
 config column), and `bisect_command()` passes the bare metric name.
 """
@@ -27,7 +33,7 @@ from harness.report.changepoint import ChangeDetector, EDivisive
 from harness.store.db import Store
 from harness.store.schema import Benchmark, ModelMeasurement, PerfAlert, TestResult
 
-HIGHER_IS_BETTER = ("efficiency", "per_s", "per_sec", "throughput", "tokens_per", "flops", "bandwidth")
+META_KEY = "_meta"  # the declarations inside a `measurements` object
 NEARBY_POINTS = 3  # an alert this close to a recorded one in the same series is the same change
 BISECT_MARGIN = 3  # the change is located within a few points: bisect this many points either side
 
@@ -36,11 +42,24 @@ class PerfAlertsError(HarnessError):
     """Bad detector settings."""
 
 
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of `metric` is an improvement (throughput, efficiency) rather than a
-    slowdown (every `*_secs` / `*_time` metric of the seed)."""
-    name = metric.lower()
-    return any(word in name for word in HIGHER_IS_BETTER)
+@dataclass(frozen=True)
+class Declaration:
+    """How a metric is read: which way is better ("higher" / "lower" / None) and its unit."""
+
+    better: str | None
+    unit: str | None = None
+
+
+def declarations_of(measurements: dict[str, Any] | None) -> dict[str, Declaration]:
+    """The `_meta.metrics` declarations of one stored `measurements` object (malformed entries ignored)."""
+    meta = (measurements or {}).get(META_KEY)
+    table = meta.get("metrics") if isinstance(meta, dict) else None
+    out: dict[str, Declaration] = {}
+    for name, entry in (table or {}).items() if isinstance(table, dict) else ():
+        if isinstance(entry, dict) and entry.get("better") in ("higher", "lower", None):
+            unit = entry.get("unit")
+            out[str(name)] = Declaration(entry.get("better"), unit if isinstance(unit, str) else None)
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,8 @@ class Alert:
     bisect_bad: str | None = None
     new: bool = True
     test: str | None = None  # the benchmark's node id: what `harness bisect --perf` re-runs
+    better: str = "lower"  # declared where the metric is recorded
+    unit: str | None = None
 
     @property
     def threshold(self) -> float:
@@ -98,8 +119,9 @@ class Alert:
         good = self.bisect_good or self.commit_before or f"{self.commit_after}~1"
         bad = self.bisect_bad or self.commit_after
         tests = f" --tests {shlex.quote(self.test)}" if self.test else ""
-        return (f"harness bisect --repo {repo} --good {good} --bad {bad}{tests} "
-                f"--perf {self.key.metric} --threshold {self.threshold:.6g}")
+        q = shlex.quote
+        return (f"harness bisect --repo {q(repo)} --good {q(good)} --bad {q(bad)}{tests} "
+                f"--perf {q(self.key.metric)} --threshold {self.threshold:.6g}")
 
     def to_json(self, repo: str = ".") -> dict[str, Any]:
         return {
@@ -107,7 +129,8 @@ class Alert:
             "gpu": self.key.gpu_name, "branch": self.key.branch, "commit_before": self.commit_before,
             "commit_after": self.commit_after, "value_before": self.value_before,
             "value_after": self.value_after, "change": self.change, "p_value": self.p_value,
-            "direction": self.direction, "new": self.new, "points": self.points,
+            "direction": self.direction, "better": self.better, "unit": self.unit, "new": self.new,
+            "points": self.points,
             "bisect": self.bisect_command(repo) if self.direction == "regression" else None,
         }
 
@@ -119,6 +142,7 @@ class PerfAlertsResult:
     series: int = 0
     points: int = 0
     alerts: list[Alert] = field(default_factory=list)
+    undeclared: list[str] = field(default_factory=list)  # metric names with no declared direction
 
     @property
     def new_regressions(self) -> list[Alert]:
@@ -138,8 +162,10 @@ def _numeric(measurements: dict[str, Any]) -> Iterable[tuple[str, float]]:
 
 
 def load_series(store: Store, *, branch: str | None = None, gpu: str | None = None,
-                model: str | None = None, metrics: list[str] | None = None) -> dict[SeriesKey, list[Point]]:
-    """Every metric series in the store, one median point per commit, oldest commit first."""
+                model: str | None = None, metrics: list[str] | None = None,
+                declared: dict[SeriesKey, Declaration] | None = None) -> dict[SeriesKey, list[Point]]:
+    """Every metric series in the store, one median point per commit, oldest commit first; fills
+    `declared` with each series' declaration (the newest row that declares the metric wins)."""
     b, m = Benchmark.__table__, ModelMeasurement.__table__
     conds = [c for c in (b.c.branch == branch if branch else None, b.c.gpu_name == gpu if gpu else None,
                          b.c.model == model if model else None) if c is not None]
@@ -151,10 +177,13 @@ def load_series(store: Store, *, branch: str | None = None, gpu: str | None = No
     with store.session() as session:
         for row in session.execute(query):
             commit = row.commit_id or f"benchmark-{row.benchmark_id}"
+            decls = declarations_of(row.measurements)
             for metric, value in _numeric(row.measurements):
                 if metrics and metric not in metrics:
                     continue
                 key = SeriesKey(row.model, metric, row.gpu_name, row.branch, row.config)
+                if declared is not None and metric in decls:
+                    declared[key] = decls[metric]
                 slot = raw[key].setdefault(commit, [[], row.created_at, row.run_id])
                 slot[0].append(value)
                 slot[2] = row.run_id if row.run_id is not None else slot[2]
@@ -162,11 +191,13 @@ def load_series(store: Store, *, branch: str | None = None, gpu: str | None = No
             for key, by_commit in raw.items()}
 
 
-def detect(key: SeriesKey, points: list[Point], detector: ChangeDetector) -> list[Alert]:
-    """Alerts for the change points of one series."""
+def detect(key: SeriesKey, points: list[Point], detector: ChangeDetector, declared: Declaration) -> list[Alert]:
+    """Alerts for the change points of one series whose direction is `declared`."""
+    if declared.better not in ("higher", "lower"):
+        raise PerfAlertsError(f"{key.metric}: no direction declared, cannot tell a regression")
     alerts = []
     for cp in detector.change_points([p.value for p in points]):
-        worse = cp.mean_after < cp.mean_before if higher_is_better(key.metric) else (
+        worse = cp.mean_after < cp.mean_before if declared.better == "higher" else (
             cp.mean_after > cp.mean_before)
         after = points[cp.index]
         alerts.append(Alert(
@@ -174,7 +205,8 @@ def detect(key: SeriesKey, points: list[Point], detector: ChangeDetector) -> lis
             value_before=cp.mean_before, value_after=cp.mean_after, change=cp.forward_change,
             p_value=cp.pvalue, direction="regression" if worse else "improvement", run_id=after.run_id,
             points=len(points), bisect_good=points[max(0, cp.index - 1 - BISECT_MARGIN)].commit,
-            bisect_bad=points[min(len(points) - 1, cp.index + BISECT_MARGIN)].commit))
+            bisect_bad=points[min(len(points) - 1, cp.index + BISECT_MARGIN)].commit,
+            better=declared.better, unit=declared.unit))
     return alerts
 
 
@@ -229,18 +261,27 @@ def run_perf_alerts(store: Store, *, detector: ChangeDetector | None = None, bra
     """Analyse every matching series, mark alerts already known, and record the new ones."""
     detector = detector or default_detector()
     result = PerfAlertsResult()
-    series = load_series(store, branch=branch, gpu=gpu, model=model, metrics=metrics)
+    declared: dict[SeriesKey, Declaration] = {}
+    series = load_series(store, branch=branch, gpu=gpu, model=model, metrics=metrics, declared=declared)
+    undeclared: set[str] = set()
     for key in sorted(series, key=lambda k: tuple(str(v) for v in (k.model, k.metric, k.config,
                                                                       k.gpu_name, k.branch))):
         points = series[key]
+        decl = declared.get(key)
+        if decl is None:
+            undeclared.add(key.metric)
+            continue
+        if decl.better is None:  # declared as informational: recorded, never alerted on
+            continue
         result.series += 1
         result.points += len(points)
-        alerts = detect(key, points, detector)
+        alerts = detect(key, points, detector, decl)
         _mark_known(store, key, points, alerts)
         for alert in alerts:
             if alert.direction == "regression":
                 alert.test = _benchmark_test(store, key, alert.run_id)
         result.alerts.extend(alerts)
+    result.undeclared = sorted(undeclared)
     if save:
         record(store, result.alerts)
     return result
@@ -260,8 +301,14 @@ def default_detector(window: int = 50, max_pvalue: float = 0.001, min_magnitude:
 def to_json(result: PerfAlertsResult, repo: str = ".") -> dict[str, Any]:
     """The `harness perf-alerts --json` object."""
     return {"series": result.series, "points": result.points,
-            "new_regressions": len(result.new_regressions),
+            "new_regressions": len(result.new_regressions), "undeclared": result.undeclared,
             "alerts": [a.to_json(repo) for a in result.alerts]}
+
+
+def undeclared_lines(result: PerfAlertsResult) -> list[str]:
+    """One line per metric that was not analysed for want of a declared direction."""
+    return [f"harness: not alerting on {name}: it declares no direction (higher or lower is better) "
+            f"where it is recorded" for name in result.undeclared]
 
 
 def summary_lines(result: PerfAlertsResult, repo: str = ".") -> list[str]:
@@ -271,8 +318,9 @@ def summary_lines(result: PerfAlertsResult, repo: str = ".") -> list[str]:
     for a in result.alerts:
         k = a.key
         where = ", ".join(str(v) for v in (k.model, k.config, k.gpu_name, k.branch) if v)
+        unit = f" {a.unit}" if a.unit else ""
         lines.append(f"{'NEW ' if a.new else ''}{a.direction}: {k.metric} ({where}) {a.value_before:.4g} -> "
-                     f"{a.value_after:.4g} ({a.change:+.1%}, p={a.p_value:.2g}) at "
+                     f"{a.value_after:.4g}{unit} ({a.change:+.1%}, {a.better} is better, p={a.p_value:.2g}) at "
                      f"{(a.commit_before or '?')[:10]}..{a.commit_after[:10]}")
         if a.new and a.direction == "regression":
             lines.append(f"  {a.bisect_command(repo)}")

@@ -234,5 +234,6 @@ def outcome_line(result: NotifyResult) -> str:
     where = f"; report kept in {result.out}" if result.out else ""
     if result.delivered:
         return f"posted the report of run {result.run_id} to Slack ({result.posted} message(s)){where}"
-    part = f" ({result.posted} message(s) got through)" if result.posted else ""
-    return f"Slack did not take the report of run {result.run_id}: {result.error}{part}{where}"
+    part = f", {result.posted} message(s) got through" if result.posted else ""
+    kept = f"; payload kept in {result.out}" if result.out else ""
+    return f"harness: report of run {result.run_id} NOT sent to Slack ({result.error}{part}){kept}"

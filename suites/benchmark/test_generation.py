@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from .generation import plausibility_problems, run_case, weights_nbytes
+from .metrics import declare
 from .roofline import Ceilings
 from .zoo import GRAPH_BREAKS_ALLOWED, Settings, config_for, family_module
 
@@ -71,7 +72,7 @@ def test_generation(
         "new_tokens": settings.new_tokens,
         "gpu_name": _device_name(settings),
         "torch_version": torch.__version__,
-        "measurements": measurements,
+        "measurements": declare(measurements, roofline),  # + "_meta": direction and unit per metric
         "roofline": roofline,
         "ceilings": ceilings.as_dict(),
         "settings": settings.as_dict(),

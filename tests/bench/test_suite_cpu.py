@@ -67,6 +67,8 @@ def test_records_hold_seed_metrics_and_sane_values(suite_run) -> None:
         m, roof = row["measurements"], row["roofline"]
         missing = [k for k in SEED_METRICS + EXTRA if k not in m]
         assert not missing, f"{row['model']}: missing {missing}"
+        meta = m.pop("_meta")["metrics"]  # direction + unit per metric (suites/benchmark/metrics.py)
+        assert set(meta) == set(m) | {f"roofline.{k}" for k in roof}, row["model"]
         for key, value in {**m, **roof}.items():
             assert isinstance(value, (int, float)) and math.isfinite(value) and value >= 0, (key, value)
         for key in SEED_METRICS:

@@ -90,7 +90,12 @@ def test_daily_pipeline_finds_confirms_bisects_reports_and_stores(
                    "-n", "1", "--attempts", "2", "-j", "2", "--retries", "2", "--channel", "#model-ci",
                    "--out", str(out), "--db", pg_url, "--json", env=env, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr  # 1: the work ran and found (confirmed) new failures
-    result = json.loads(proc.stdout)
+    result = json.loads(proc.stdout)  # --json: stdout is the object alone; one readable line per step on stderr
+    steps = [line.split(":")[0] for line in proc.stderr.splitlines()]
+    assert steps == ["baseline", "run", "new failures", "confirm", "bisect", "notify"], proc.stderr
+    assert "confirm: 1 of 2 confirmed new, 1 flaky (2 rerun(s) each)" in proc.stderr
+    assert "bisect: 1 culprit(s) for 1 test(s)" in proc.stderr and shas["culprit"][:12] in proc.stderr
+    assert "notify: posted" in proc.stderr
 
     # runs: baseline at the old commit, the new run at HEAD
     assert result["commit"] == shas["bad"] and result["baseline_commit"] == shas["good"]
@@ -146,6 +151,8 @@ def test_daily_pipeline_finds_confirms_bisects_reports_and_stores(
                     "--dry-run", "--out", str(tmp_path / "day2.json"), "--db", pg_url, "--json", env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     day2 = json.loads(again.stdout)
+    assert "bisect: skipped (no confirmed new failure)" in again.stderr
+    assert "notify: dry run, nothing posted; payload kept in" in again.stderr
     assert day2["baseline_id"] == run_id and day2["bisect"] is None
     # both failed in yesterday's run (the flake on its first attempt); both pass today
     assert [d["nodeid"] for d in day2["new_failures"]["fixed"]] == [REGRESSING_TEST, FLAKY_TEST]
@@ -154,15 +161,33 @@ def test_daily_pipeline_finds_confirms_bisects_reports_and_stores(
     assert (tmp_path / "day2.json").is_file()
 
 
-@pytest.mark.parametrize("case", ["no-baseline", "no-slack-credentials", "bad-revision"])
+BAD_INPUT = ["no-baseline", "empty-sqlite-store", "no-slack-credentials", "bad-revision", "unknown-model",
+             "unknown-suite", "bad-db-url"]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
 def test_bad_input_fails_before_anything_runs(target: tuple[Path, dict[str, str]], pg_url: str,
                                               slack: FakeServer, tmp_path: Path, case: str) -> None:
+    """Each is exit 2 with one stderr line, and nothing written: no run, no table, no SQLite file."""
     root, shas = target
     env = env_for(tmp_path, slack)
-    args = ["pipeline", "daily", "--repo", str(root), "--runner-group", "cpu", "--db", pg_url]
-    if case == "no-baseline":
+    sqlite_file = tmp_path / "store" / "results.db"
+    db = f"sqlite:///{sqlite_file}" if case == "empty-sqlite-store" else pg_url
+    args = ["pipeline", "daily", "--repo", str(root), "--runner-group", "cpu", "--db", db]
+    if case in ("no-baseline", "empty-sqlite-store"):
         args += ["--dry-run"]
         expected = "no completed run to compare with"
+    elif case == "unknown-model":
+        args[-2:] = ["--db", "sqlite:///" + str(sqlite_file), "--baseline", shas["good"], "--dry-run",
+                     "--models", "nosuchmodel"]
+        expected = "nosuchmodel"
+    elif case == "unknown-suite":
+        args += ["--baseline", shas["good"], "--dry-run", "--suite", "nosuchsuite"]
+        expected = "nosuchsuite"
+    elif case == "bad-db-url":
+        args[-1] = "mysql://nobody@127.0.0.1/x"
+        args += ["--baseline", shas["good"], "--dry-run"]
+        expected = "unsupported database"
     elif case == "no-slack-credentials":
         args += ["--baseline", shas["good"]]
         env["SLACK_BOT_TOKEN"] = ""
@@ -173,5 +198,6 @@ def test_bad_input_fails_before_anything_runs(target: tuple[Path, dict[str, str]
     proc = harness(*args, env=env, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
-    assert run_count(pg_url) == 0
+    assert run_count(pg_url) == 0 and not inspect(create_engine(pg_url)).has_table("runs")
+    assert not sqlite_file.exists() and not sqlite_file.parent.exists()
     assert not slack.requests and not (root / ".harness").exists()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from harness.cli import main
-from harness.report.perf_alerts import higher_is_better, load_series, run_perf_alerts
+from harness.report.perf_alerts import declarations_of, load_series, run_perf_alerts
 from harness.store.db import Store
 from harness.store.schema import PerfAlert
+from suites.benchmark.metrics import DECLARED
 
 from .factory import GPU, benchmark_series
 
@@ -58,10 +62,72 @@ def test_improvement_is_not_a_regression(store: Store) -> None:
     assert not result.new_regressions
 
 
-def test_direction_of_metric_names() -> None:
-    assert not higher_is_better("time_to_first_token_secs")
-    assert higher_is_better("roofline.decode_efficiency")
-    assert higher_is_better("tokens_per_s")
+@pytest.mark.parametrize(("metric", "better", "step", "expected"), [
+    ("compile_speedup", "higher", -0.10, "regression"),  # a drop of a higher-is-better metric
+    ("compile_speedup", "higher", +0.10, "improvement"),
+    ("greedy_prefix_agreement", "higher", -0.10, "regression"),
+    ("time_per_token_median_secs", "lower", +0.10, "regression"),  # a rise of a lower-is-better one
+    ("time_per_token_median_secs", "lower", -0.10, "improvement"),
+], ids=["speedup-falls", "speedup-rises", "agreement-falls", "latency-rises", "latency-falls"])
+def test_direction_is_the_declared_one(store: Store, metric: str, better: str, step: float, expected: str) -> None:
+    """Both backends (`store` is Postgres and SQLite): the verdict follows the declaration stored with
+    the measurements, whatever the metric's name suggests."""
+    assert DECLARED[metric][0] == better
+    commits = benchmark_series(store, n=40, step_at=30, metrics=False, extra={metric: (1.5, step)})
+    result = run_perf_alerts(store)
+    assert result.undeclared == []
+    assert [(a.key.metric, a.commit_after, a.direction, a.better) for a in result.alerts] == [
+        (metric, commits[30], expected, better)]
+    assert [a.key.metric for a in result.new_regressions] == ([metric] if expected == "regression" else [])
+    with store.session() as s:
+        assert [(r.metric, r.direction) for r in s.execute(select(PerfAlert)).scalars()] == [(metric, expected)]
+
+
+def test_undeclared_metric_is_not_alerted_and_said_once(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store.open(pg_url)
+    for model in ("llama", "mistral"):  # two series of the same undeclared metric: one line
+        benchmark_series(store, n=40, step_at=30, model=model, salt=model, metrics=False,
+                         extra={"mystery_score": (2.0, -0.2)}, declared=False)
+    assert main(["perf-alerts", "--db", pg_url]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "harness: not alerting on mystery_score: it declares no direction (higher or lower is better) "
+        "where it is recorded"]
+    assert "0 change point(s), 0 new regression(s)" in captured.out
+    with store.session() as s:
+        assert s.execute(select(PerfAlert)).scalars().all() == []
+
+
+def test_declarations_read_from_measurements() -> None:
+    m = {"tokens_per_sec": 3.0, "_meta": {"metrics": {"tokens_per_sec": {"better": "higher", "unit": "tokens/s"},
+                                                       "x": {"better": "sideways"}, "y": "junk"}}}
+    decls = declarations_of(m)
+    assert set(decls) == {"tokens_per_sec"} and decls["tokens_per_sec"].unit == "tokens/s"
+    assert declarations_of({"a": 1.0}) == {} and declarations_of(None) == {}
+
+
+def test_every_recorded_benchmark_metric_is_declared() -> None:
+    """Each key the generation benchmark writes (`m["..."] =`, SEED_METRICS, the summaries and the
+    roofline dict) has a declaration in suites/benchmark/metrics.py."""
+    src = (Path(__file__).parents[2] / "suites" / "benchmark" / "generation.py").read_text()
+    seed = src[src.index("SEED_METRICS = ("):src.index("_ORDINALS")]
+    roof = src[src.index("def _roofline"):src.index("def plausibility_problems")]
+    names = set(re.findall(r'm\["([a-z][a-z_]*)"\] =', src)) | set(re.findall(r'"([a-z_]+)"', seed))
+    names |= {f"{p}_{k}_secs" for p in ("time_per_token", "prefill_time") for k in ("median", "p90", "mean", "min",
+                                                                                    "max")}
+    names |= {f"roofline.{n}" for n in re.findall(r'"([a-z_]+)": ', roof)}
+    assert len(names) > 40
+    assert sorted(n for n in names if n not in DECLARED) == []
+
+
+def test_bisect_command_quotes_repo_and_metric(store: Store) -> None:
+    benchmark_series(store, n=40, step_at=30)
+    (alert,) = [a for a in run_perf_alerts(store, save=False).alerts if a.key.metric == "time_to_first_token_secs"]
+    cmd = alert.bisect_command("/src/my repo")
+    argv = shlex.split(cmd)
+    assert argv[argv.index("--repo") + 1] == "/src/my repo"
+    assert argv[argv.index("--perf") + 1] == "time_to_first_token_secs"
+    assert "--repo '/src/my repo'" in cmd
 
 
 def test_cli_json_and_exit_codes(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -33,28 +33,31 @@ def realistic() -> ReportData:
                       "Refactor rotary embeddings", None)
     eve = CulpritInfo("0123456789abcdef0123456789abcdef01234567", "Eve Unmapped", "eve@example.org",
                       "Bump torch", 77)
+    sg, mg = "single-gpu", "multi-gpu"
     return ReportData(
         run_id=812, run_ids=[812, 813], workflow="Nightly CI", event="schedule", branch="main",
         repo=REPO, commit_sha="c0ffee0123456789c0ffee0123456789c0ffee01", commit_subject="Merge #4242",
-        runner_groups=["single-gpu", "multi-gpu"], gpu_name="NVIDIA A10G", gpu_count=2, status="completed",
-        totals={"passed": 1520, "failed": 7, "error": 1, "skipped": 230, "xfail": 4}, wall_time_s=3725.0,
-        baseline_run_id=790,
-        models=[ModelRow("llama", 3, 2), ModelRow("mistral", 1, 0), ModelRow("gemma", 0, 1)],
-        new_failures=[
+        runner_groups=[sg, mg], gpu_name="NVIDIA A10G", gpu_count=2, status="completed",
+        totals={"passed": 1520, "failed": 5, "error": 1, "crashed": 1, "timeout": 1, "skipped": 230, "xfail": 4},
+        wall_time_s=3725.0, baseline_run_id=790,
+        models=[ModelRow("llama", {sg: 3, mg: 2}), ModelRow("mistral", {sg: 2}), ModelRow("gemma", {mg: 1})],
+        failing=[
             FailureItem("tests/models/llama/test_modeling_llama.py::LlamaIntegrationTest::test_generate[<!here>]",
-                        "llama", "slow", "failed", f"AssertionError: {EVIL}", False, ada),
+                        "llama", "slow", "failed", f"AssertionError: {EVIL}", sg, ada),
             FailureItem("tests/models/llama/test_modeling_llama.py::LlamaIntegrationTest::test_tp_generate",
-                        "llama", "slow", "failed", "RuntimeError: NCCL error", True, ada),
+                        "llama", "slow", "failed", "RuntimeError: NCCL error", mg, ada),
             FailureItem("tests/models/mistral/test_modeling_mistral.py::test_rope_scaling", "mistral",
-                        "slow", "error", "ValueError: rope_theta must be > 0", False, bob),
+                        "slow", "error", "ValueError: rope_theta must be > 0", sg, bob),
             FailureItem("tests/models/gemma/test_modeling_gemma.py::test_fa2_padding", "gemma", "fa2",
-                        "crashed", "worker 'gw1' crashed while running", True, eve),
+                        "crashed", "worker 'gw1' crashed while running", mg, eve),
             FailureItem("tests/models/llama/test_modeling_llama.py::test_sdpa_equivalence", "llama", "slow",
-                        "timeout", "Timeout (>600.0s) from pytest-timeout", False, None),
-        ],
-        still_failing=[
+                        "timeout", "Timeout (>600.0s) from pytest-timeout", sg, None),
             FailureItem("tests/models/llama/test_modeling_llama.py::test_compile_static_cache", "llama", "slow",
-                        "failed", "torch._dynamo.exc.Unsupported: data-dependent branch", True, None),
+                        "failed", "torch._dynamo.exc.Unsupported: data-dependent branch", mg, None, "still"),
+            FailureItem("tests/models/llama/test_modeling_llama.py::test_batched_beam_search", "llama", "slow",
+                        "failed", "AssertionError: beams differ", sg, None, "flaky"),
+            FailureItem("tests/models/mistral/test_modeling_mistral.py::test_sliding_window", "mistral", "slow",
+                        "failed", "AssertionError: window", sg, None, "flaky"),
         ],
         fixed=2,
         flaky=[FlakyItem("tests/models/llama/test_modeling_llama.py::test_batched_beam_search", "cuda:0", 3, 10),
@@ -69,6 +72,20 @@ def realistic() -> ReportData:
 MENTIONS = Mentions({"ada@example.com": "U0ADA", "bobdev": "U0BOB"})
 
 
+def assert_within_slack_limits(payload: dict) -> None:
+    """Slack's limits on every message of a payload: 50 blocks, 3000 characters a section text,
+    150 a header, 2000 a field."""
+    for message in [payload, *payload["thread_replies"]]:
+        assert len(message["blocks"]) <= MAX_BLOCKS
+        for block in message["blocks"]:
+            if block["type"] == "header":
+                assert len(block["text"]["text"]) <= 150
+            elif "text" in block:
+                assert len(block["text"]["text"]) <= 3000
+            for f in block.get("fields", []):
+                assert len(f["text"]) <= 2000
+
+
 def test_golden_blocks() -> None:
     """The whole payload of a realistic run; UPDATE_GOLDEN=1 rewrites the file after a deliberate change."""
     payload = build_report(realistic(), LINKS, MENTIONS).payload("#ci-reports")
@@ -76,6 +93,7 @@ def test_golden_blocks() -> None:
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     assert payload == json.loads(GOLDEN.read_text())
+    assert_within_slack_limits(json.loads(GOLDEN.read_text()))
 
 
 def test_content_of_realistic_report() -> None:
@@ -84,19 +102,43 @@ def test_content_of_realistic_report() -> None:
     assert report.main.blocks[0]["text"]["text"] == "🔴 Nightly CI · schedule · main"
     assert f"<{REPO}/commit/c0ffee0123456789c0ffee0123456789c0ffee01|c0ffee0>" in texts
     assert "1h 02m" in texts and "single-gpu, multi-gpu" in texts and "NVIDIA A10G ×2" in texts
-    assert "1520 passed · 7 failed · 1 error · 230 skipped · 4 xfail" in texts
-    assert "llama             3          2" in texts  # the per-model table, single / multi
-    assert "*🆕 New failures* (5)" in texts
+    assert "1520 passed · 5 failed · 1 error · 1 crashed · 1 timeout · 230 skipped · 4 xfail" in texts
+    assert "model    single-gpu   multi-gpu" in texts and "llama             3           2" in texts
+    assert "*🆕 New failures* (5 in 4 groups, by culprit)" in texts
     assert f"culprit <{REPO}/commit/1f3c2d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d|1f3c2d9>" in texts
-    assert f"by <@U0ADA> · PR <{REPO}/pull/4242|#4242>" in texts
+    assert f"by <@U0ADA> · PR <{REPO}/pull/4242|#4242> — *2 tests* (llama · multi-gpu, single-gpu)" in texts
     assert "by <@U0BOB>" in texts  # GitHub noreply email -> login -> Slack id
     assert "by Eve Unmapped · PR" in texts  # unmapped: named, not mentioned
     assert "culprit not found yet" in texts
     assert "3/10 failed (30%) on cuda:0" in texts
-    assert "*1* still failing" in texts and "*2* fixed" in texts and "vs run #790" in texts
+    assert "*8* failing: *5* new · *1* still failing · *2* flaky · *2* fixed vs run #790" in texts
     assert "`time_to_first_token_secs` (llama, NVIDIA A10G) +11.5%, p=2e-09" in texts
-    assert [r.text for r in report.replies] == ["gemma: 1 failing", "llama: 4 failing", "mistral: 1 failing"]
+    assert [r.text for r in report.replies] == ["gemma: 1 failing", "llama: 5 failing", "mistral: 2 failing"]
     assert "RuntimeError: NCCL error" in "\n".join(iter_texts(report.replies[1].blocks))
+
+
+def test_counts_tell_one_story() -> None:
+    """Header totals, the counts line, the per-model table and the thread add up to the same failing count."""
+    data = realistic()
+    report = build_report(data, LINKS, MENTIONS)
+    assert data.failed == len(data.failing) == 8
+    assert sum(r.total for r in data.models) == 8
+    assert sum(int(r.text.split(": ")[1].split()[0]) for r in report.replies) == 8
+    assert report.main.text.startswith("🔴 Nightly CI on main: 8 failing, 5 new")
+    texts = "\n".join(iter_texts(report.main.blocks))
+    assert "*8* failing: *5* new · *1* still failing · *2* flaky" in texts and "single-GPU" not in texts
+
+
+def test_labels_come_from_the_runs_runner_group() -> None:
+    data = realistic()
+    data.runner_groups = ["cpu"]
+    data.failing = [FailureItem(f"tests/test_m.py::test_{i}", "llama", "slow", "failed", "boom", "cpu", None)
+                    for i in range(3)]
+    data.models = [ModelRow("llama", {"cpu": 3})]
+    report = build_report(data, LINKS, MENTIONS)
+    blob = json.dumps(report.payload(), ensure_ascii=False)
+    assert "single-GPU" not in blob and "multi-GPU" not in blob and "gpu" not in blob  # a CPU run is a CPU run
+    assert "(llama · cpu)" in blob and "model         cpu" in blob
 
 
 def test_nothing_from_tests_or_commits_becomes_a_mention_or_link() -> None:
@@ -118,10 +160,11 @@ def test_escape() -> None:
 def test_limits_with_thousands_of_failures() -> None:
     data = realistic()
     long_msg = "E" * 5000
-    data.new_failures = [FailureItem(f"tests/test_big.py::test_case_{i}_" + "x" * 200, "llama", "slow", "failed",
-                                     long_msg, i % 2 == 0, None) for i in range(3000)]
+    data.failing = [FailureItem(f"tests/test_big.py::test_case_{i}_" + "x" * 200, "llama", "slow", "failed",
+                                long_msg + str(i % 70), "single-gpu", CulpritInfo(f"{i % 300:040x}"))
+                    for i in range(3000)]
     data.flaky = [FlakyItem(f"tests/test_flaky.py::test_{i}", "cpu", 1, 3) for i in range(500)]
-    data.models = [ModelRow(f"model_{i}", i, i) for i in range(200)]
+    data.models = [ModelRow(f"model_{i}", {"single-gpu": i, "multi-gpu": i}) for i in range(200)]
     report = build_report(data, LINKS, MENTIONS)
     for message in [report.main, *report.replies]:
         assert len(message.blocks) <= MAX_BLOCKS
@@ -135,9 +178,11 @@ def test_limits_with_thousands_of_failures() -> None:
     assert "… 175 more models" in texts
     assert report.main.blocks[-1]["type"] == "context"  # the counts survive truncation
     assert "*3000* new" in texts
-    shown = sum(t.count("• `tests/test_big.py") for t in iter_texts(report.main.blocks))
+    assert "(3000 in 300 groups, by culprit)" in texts  # one entry per culprit, not per test
+    shown = sum(t.count("• culprit ") for t in iter_texts(report.main.blocks))
     hidden = int(re.search(r"… (\d+) more \(<https://github.com/acme/models/actions", texts).group(1))
-    assert shown + hidden == 3000
+    assert shown + hidden == 300
+    assert sum(int(r.text.split(": ")[1].split()[0]) for r in report.replies) == 3000  # the thread has them all
 
 
 @pytest.mark.parametrize(("author", "email", "expected"), [

@@ -65,7 +65,7 @@ def test_bot_posts_report_and_thread(populated: Populated, slack: FakeServer, tm
     main_msg, *replies = [r.body for r in ok]
     assert main_msg["channel"] == "#ci-reports" and "thread_ts" not in main_msg
     assert {r["thread_ts"] for r in replies} == {"1700000000.000001"}
-    assert [r["text"] for r in replies] == ["llama: 2 failing", "mistral: 2 failing"]
+    assert [r["text"] for r in replies] == ["llama: 4 failing", "mistral: 2 failing"]  # flaky ones too
     blocks = json.loads(main_msg["blocks"]) if isinstance(main_msg["blocks"], str) else main_msg["blocks"]
     assert blocks[0]["text"]["text"] == "🔴 Nightly CI · schedule · main"
     assert result.posted == 1 + len(replies)
@@ -95,8 +95,9 @@ def test_slack_down_keeps_file_and_exits_0(populated: Populated, slack: FakeServ
     code = main(["notify", "slack", "--db", populated.url, "--run", str(populated.run_bad), "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0
-    assert f"Slack did not take the report of run {populated.run_bad}: HTTP 503" in captured.err
-    assert f"report kept in {out}" in captured.err
+    assert captured.err.splitlines() == [
+        f"harness: report of run {populated.run_bad} NOT sent to Slack (HTTP 503, error service_unavailable); "
+        f"payload kept in {out}"]
     assert TOKEN not in captured.out + captured.err
     assert len(slack.requests) == 1 + 4  # the try and SlackConfig.max_retries retries
     monkeypatch.setenv("SLACK_MAX_RETRIES", "many")
