@@ -2,97 +2,57 @@
 
 Pure PyTorch, gpt-fast style. ``build("tiny")`` runs in milliseconds on CPU; the real shapes
 (``llama-2-7b``, ``llama-3-8b``) are built on the meta device first, then materialised on the target.
+
+The llama block is the family's base for the others: ``mistral`` is llama configs with a sliding
+window, ``mixtral`` swaps the feed-forward for a mixture of experts, ``gemma`` reuses the attention
+and block with its own norm and MLP (each through the hooks of :class:`Transformer`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models._base import (
-    apply_rope,
-    build_model,
-    clear_kv_caches,
-    init_parameters,
-    lookup_config,
-    rope_cos_sin,
-    setup_kv_caches,
-)
-from models.kv_cache import AttnContext, make_context
+from models._base import ZooArgs, ZooTransformer, apply_rope, build_model, rope_cos_sin
+from models.kv_cache import AttnContext
 
 FAMILY = "llama"
 
+# fmt: off
 CONFIGS: dict[str, dict] = {
-    "tiny": dict(
-        dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128, vocab_size=320, max_seq_len=256
-    ),
-    "small": dict(
-        dim=512,
-        n_layers=8,
-        n_heads=8,
-        n_kv_heads=2,
-        intermediate_size=1408,
-        vocab_size=32000,
-        max_seq_len=2048,
-    ),
-    "llama-2-7b": dict(
-        dim=4096,
-        n_layers=32,
-        n_heads=32,
-        n_kv_heads=32,
-        intermediate_size=11008,
-        vocab_size=32000,
-        max_seq_len=4096,
-    ),
-    "llama-2-13b": dict(
-        dim=5120,
-        n_layers=40,
-        n_heads=40,
-        n_kv_heads=40,
-        intermediate_size=13824,
-        vocab_size=32000,
-        max_seq_len=4096,
-    ),
-    "llama-3-8b": dict(
-        dim=4096,
-        n_layers=32,
-        n_heads=32,
-        n_kv_heads=8,
-        intermediate_size=14336,
-        vocab_size=128256,
-        max_seq_len=8192,
-        rope_base=500000.0,
-    ),
+    "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128, vocab_size=320, max_seq_len=256),
+    "small": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=2, intermediate_size=1408, vocab_size=32000, max_seq_len=2048),
+    "llama-2-7b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, intermediate_size=11008, vocab_size=32000, max_seq_len=4096),
+    "llama-2-13b": dict(dim=5120, n_layers=40, n_heads=40, n_kv_heads=40, intermediate_size=13824, vocab_size=32000, max_seq_len=4096),
+    "llama-3-8b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, intermediate_size=14336, vocab_size=128256, max_seq_len=8192, rope_base=500000.0),
 }
+# fmt: on
 
 
 @dataclass
-class ModelArgs:
-    name: str = "tiny"
-    dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
+class ModelArgs(ZooArgs):
+    """``ZooArgs``'s fields (name, dim, n_layers, n_heads, n_kv_heads, head_dim: 0 for dim // n_heads,
+    intermediate_size, vocab_size, max_seq_len, norm_eps), then rope_base and sliding_window."""
+
+    family: ClassVar[str] = FAMILY
+    configs: ClassVar[dict[str, dict]] = CONFIGS
+
     n_kv_heads: int = 2
-    head_dim: int = 0  # 0: dim // n_heads
     intermediate_size: int = 128
-    vocab_size: int = 320
-    max_seq_len: int = 256
-    norm_eps: float = 1e-5
     rope_base: float = 10000.0
-    sliding_window: int | None = None
+    sliding_window: int | None = None  # a query at p reads keys in (p - W, p]; None: all before it
 
     def __post_init__(self) -> None:
         if self.head_dim == 0:
             self.head_dim = self.dim // self.n_heads
         if self.n_heads % self.n_kv_heads:
             raise ValueError("n_heads must be a multiple of n_kv_heads")
-
-    @classmethod
-    def from_name(cls, name: str) -> ModelArgs:
-        return cls(**lookup_config(CONFIGS, name, FAMILY))
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError("sliding_window must be >= 1 (or None for full attention)")
 
 
 class RMSNorm(nn.Module):
@@ -101,13 +61,18 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` over its root mean square, in fp32."""
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * self.normalize(x).to(x.dtype)
 
 
 class Attention(nn.Module):
+    """Grouped-query attention with rotary positions (``models.attention`` through the context)."""
+
     def __init__(self, config: ModelArgs) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
@@ -143,12 +108,19 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, config: ModelArgs) -> None:
+    """Pre-norm residual block: attention, then the feed-forward (both classes chosen by the family)."""
+
+    def __init__(
+        self,
+        config: ModelArgs,
+        feed_forward: type[nn.Module] = FeedForward,
+        norm: type[nn.Module] = RMSNorm,
+    ) -> None:
         super().__init__()
         self.attention = Attention(config)
-        self.feed_forward = FeedForward(config)
-        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
-        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.feed_forward = feed_forward(config)
+        self.attention_norm = norm(config.dim, config.norm_eps)
+        self.ffn_norm = norm(config.dim, config.norm_eps)
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttnContext
@@ -157,36 +129,27 @@ class TransformerBlock(nn.Module):
         return h + self.feed_forward(self.ffn_norm(h))
 
 
-class Transformer(nn.Module):
+class Transformer(ZooTransformer):
+    """Embeddings, ``n_layers`` blocks, final norm, output head.
+
+    Hooks for the families built on it: ``args_class``, ``feed_forward_class``, ``norm_class``,
+    ``embed`` and ``init_rule``.
+    """
+
+    args_class: ClassVar[type] = ModelArgs
+    feed_forward_class: ClassVar[type[nn.Module]] = FeedForward
+    norm_class: ClassVar[type[nn.Module]] = RMSNorm
+
     def __init__(self, config: ModelArgs) -> None:
         super().__init__()
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layers))
-        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.layers = nn.ModuleList(
+            TransformerBlock(config, self.feed_forward_class, self.norm_class) for _ in range(config.n_layers)
+        )
+        self.norm = self.norm_class(config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         self.cache_state = None
-
-    @classmethod
-    def from_name(cls, name: str) -> Transformer:
-        return cls(ModelArgs.from_name(name))
-
-    def setup_caches(self, max_batch_size: int, max_seq_length: int, static: bool = True) -> None:
-        """Allocate a KV cache per layer (static buffers for torch.compile, or growing ones)."""
-        c = self.config
-        setup_kv_caches(
-            self,
-            (blk.attention for blk in self.layers),
-            max_batch_size,
-            max_seq_length,
-            static,
-            c.n_kv_heads,
-            c.head_dim,
-            c.max_seq_len,
-        )
-
-    def clear_caches(self) -> None:
-        clear_kv_caches(self, (blk.attention for blk in self.layers))
 
     def init_rule(self, name: str, p: nn.Parameter) -> tuple[str, float]:
         c = self.config
@@ -201,18 +164,12 @@ class Transformer(nn.Module):
             std /= (2 * c.n_layers) ** 0.5
         return "normal", std
 
-    def reset_parameters(self, seed: int = 0) -> None:
-        init_parameters(self, seed, self.init_rule)
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of tokens ``idx`` (B, T)."""
+        return self.tok_embeddings(idx)
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        input_pos: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits (B, T, vocab) for tokens ``idx`` (B, T) written at cache slots ``input_pos``."""
-        ctx = make_context(self.cache_state, idx, input_pos, attention_mask, self.config.sliding_window)
-        x = self.tok_embeddings(idx)
+    def logits(self, idx: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        x = self.embed(idx)
         cos, sin = rope_cos_sin(ctx.pos_ids, self.config.head_dim, self.config.rope_base, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, ctx)
