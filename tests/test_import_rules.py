@@ -125,6 +125,27 @@ RULES = [
         ("harness.run", "harness.report", "harness.cli", "harness.triage", "harness.pipeline"),
     ),
     Rule("report does not import run", ("harness/report/",), ("harness.run",)),
+    Rule(
+        "triage and plan import nothing above them",
+        ("harness/triage/", "harness/plan.py"),
+        ("harness.report", "harness.pipeline", "harness.cli"),
+    ),
+    Rule(
+        "run and ingest import nothing above them",
+        ("harness/run/", "harness/ingest.py"),
+        ("harness.triage", "harness.plan", "harness.report", "harness.pipeline", "harness.cli"),
+    ),
+    Rule(
+        "bundle, config and errors import only each other",
+        ("harness/bundle.py", "harness/config.py", "harness/errors.py"),
+        (
+            "harness_bisect",
+            *(
+                f"harness.{p}"
+                for p in ("run", "ingest", "store", "triage", "plan", "report", "pipeline", "cli")
+            ),
+        ),
+    ),
 ]
 BISECT_RULE = Rule("harness_bisect imports nothing of harness", ("bisect/harness_bisect/",), ("harness",))
 
