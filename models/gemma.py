@@ -1,6 +1,6 @@
 """Gemma (v1): GeGLU MLP, (1 + w) RMSNorm, embeddings scaled by sqrt(dim), tied embeddings.
 
-The attention (rotary, grouped-query) and the pre-norm block are the llama family's.
+The attention (rotary, grouped-query) and the pre-norm block are the llama decoder's (:mod:`models.blocks`).
 
 Also multi-query attention in ``gemma-2b`` (one kv head) and a head_dim independent of dim
 (256 in the real shapes; the tiny config keeps head_dim != dim / n_heads to exercise that).
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import llama
+from models import blocks
 from models._base import build_model
 
 FAMILY = "gemma"
@@ -31,7 +31,7 @@ CONFIGS: dict[str, dict] = {
 
 
 @dataclass
-class ModelArgs(llama.ModelArgs):
+class ModelArgs(blocks.LlamaArgs):
     family: ClassVar[str] = FAMILY
     configs: ClassVar[dict[str, dict]] = CONFIGS
 
@@ -40,7 +40,7 @@ class ModelArgs(llama.ModelArgs):
     norm_eps: float = 1e-6
 
 
-class RMSNorm(llama.RMSNorm):
+class RMSNorm(blocks.RMSNorm):
     """Gemma's RMSNorm: scales by (1 + weight), weight initialised to zero, all in fp32."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
@@ -64,7 +64,7 @@ class FeedForward(nn.Module):
         return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
 
 
-class Transformer(llama.Transformer):
+class Transformer(blocks.LlamaTransformer):
     """The llama model with gemma's norm and MLP, a tied output head and scaled input embeddings."""
 
     args_class: ClassVar[type] = ModelArgs

@@ -1,8 +1,8 @@
-"""Mistral: named configs of the llama family with sliding-window attention.
+"""Mistral: named configs of the llama decoder (:mod:`models.blocks`) with sliding-window attention.
 
 Every layer attends to at most ``sliding_window`` keys: a query at position p reads keys in
-(p - W, p]. The model is :mod:`models.llama`'s; only the configs differ (the tiny config is llama's
-tiny with W=8, so windows bite within a few tokens on CPU).
+(p - W, p]. The network is llama's; only the configs differ (tiny and small are llama's shapes, and
+tiny's W=8 makes windows bite within a few tokens on CPU).
 """
 
 from __future__ import annotations
@@ -12,22 +12,22 @@ from typing import ClassVar
 
 import torch
 
-from models import llama
+from models import blocks
 from models._base import build_model
 
 FAMILY = "mistral"
 
 # fmt: off
 CONFIGS: dict[str, dict] = {
-    "tiny": dict(llama.CONFIGS["tiny"], sliding_window=8),
-    "small": dict(llama.CONFIGS["small"], max_seq_len=4096, sliding_window=256),
+    "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128, vocab_size=320, max_seq_len=256, sliding_window=8),
+    "small": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=2, intermediate_size=1408, vocab_size=32000, max_seq_len=4096, sliding_window=256),
     "mistral-7b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, intermediate_size=14336, vocab_size=32000, max_seq_len=32768, sliding_window=4096),
 }
 # fmt: on
 
 
 @dataclass
-class ModelArgs(llama.ModelArgs):
+class ModelArgs(blocks.LlamaArgs):
     """The llama config; by default with tiny's window of 8."""
 
     family: ClassVar[str] = FAMILY
@@ -36,7 +36,7 @@ class ModelArgs(llama.ModelArgs):
     sliding_window: int | None = 8
 
 
-class Transformer(llama.Transformer):
+class Transformer(blocks.LlamaTransformer):
     args_class: ClassVar[type] = ModelArgs
 
 

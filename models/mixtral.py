@@ -1,4 +1,4 @@
-"""Mixtral: the llama family's block with a sparse mixture-of-experts feed-forward.
+"""Mixtral: the llama decoder (:mod:`models.blocks`) with a sparse mixture-of-experts feed-forward.
 
 Each token is routed to the top ``n_active_experts`` (2) of ``n_experts`` (8) SwiGLU experts by a
 linear gate; the chosen experts' outputs are summed with their renormalised softmax weights.
@@ -12,9 +12,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from models import llama, mistral
+from models import blocks
 from models._base import build_model
-from models.llama import FeedForward
 
 FAMILY = "mixtral"
 
@@ -23,13 +22,13 @@ CONFIGS: dict[str, dict] = {
     "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64, vocab_size=320, max_seq_len=256),
     "small": dict(dim=512, n_layers=4, n_heads=8, n_kv_heads=2, intermediate_size=1024, vocab_size=32000, max_seq_len=2048),
     # Mistral 7B's shapes, 8 experts of its MLP in every layer, full attention, rope base 1e6
-    "mixtral-8x7b": dict(mistral.CONFIGS["mistral-7b"], sliding_window=None, rope_base=1e6),
+    "mixtral-8x7b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, intermediate_size=14336, vocab_size=32000, max_seq_len=32768, rope_base=1e6),
 }
 # fmt: on
 
 
 @dataclass
-class ModelArgs(llama.ModelArgs):
+class ModelArgs(blocks.LlamaArgs):
     family: ClassVar[str] = FAMILY
     configs: ClassVar[dict[str, dict]] = CONFIGS
 
@@ -50,7 +49,7 @@ class MOEFeedForward(nn.Module):
         super().__init__()
         self.top_k = config.n_active_experts
         self.gate = nn.Linear(config.dim, config.n_experts, bias=False)
-        self.experts = nn.ModuleList(FeedForward(config) for _ in range(config.n_experts))
+        self.experts = nn.ModuleList(blocks.FeedForward(config) for _ in range(config.n_experts))
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Expert weights and ids (N, top_k) for flat tokens x (N, dim)."""
@@ -82,7 +81,7 @@ class MOEFeedForward(nn.Module):
         return out
 
 
-class Transformer(llama.Transformer):
+class Transformer(blocks.LlamaTransformer):
     """The llama model with :class:`MOEFeedForward` in every block."""
 
     args_class: ClassVar[type] = ModelArgs

@@ -9,6 +9,7 @@ the file's package, ``from a import b`` counts as importing both ``a`` and ``a.b
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,7 @@ class Rule:
 
 
 PLATFORM = ("harness", "harness_bisect")
+FAMILY_MARK = re.compile(r"^class ModelArgs\b", re.MULTILINE)  # how the platform finds a model family
 RULES = [
     Rule("models import nothing of the platform", ("models/",), PLATFORM),
     Rule("suites import nothing of the platform (models they may)", ("suites/",), PLATFORM),
@@ -160,6 +162,20 @@ def test_import_rule(rule: Rule, imports: list[Import]) -> None:
     scanned = {i.path for i in imports if rule.applies(i.path)}
     assert scanned, f"no file with imports under {rule.where}: the rule checks nothing"
     assert rule.violations(imports) == [], rule.name
+
+
+def test_family_files_import_no_other_family(imports: list[Import]) -> None:
+    """``harness plan`` maps a changed ``models/<family>.py`` to that family alone: shared code lives
+    in non-family modules (``models/blocks.py``, ``_base.py``), whose change selects every model."""
+    families = [
+        p.stem for p in (ROOT / "models").glob("*.py") if FAMILY_MARK.search(p.read_text(encoding="utf-8"))
+    ]
+    assert len(families) >= 2
+    found = []
+    for fam in families:
+        others = tuple(f"models.{f}" for f in families if f != fam)
+        found += Rule(f"{fam} imports no other family", (f"models/{fam}.py",), others).violations(imports)
+    assert found == []
 
 
 @pytest.mark.xfail(
