@@ -1,18 +1,22 @@
-"""Helpers shared by the family files: config lookup, seeded init on any device, cache setup.
+"""Helpers shared by the family files: config lookup, seeded init on any device, cache setup,
+and ``ZooTransformer``, the base of every family's ``Transformer``.
 
-No ``ModelArgs`` here: the platform finds families by that class name in ``models/*.py``.
+No ``ModelArgs`` here (``ZooArgs`` is their base): the platform finds families by that class name
+in ``models/*.py``.
 """
 
 from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from models.kv_cache import CacheState, KVCache
+from models.kv_cache import AttnContext, CacheState, KVCache, make_context
 
 # init rule: (parameter name, parameter) -> ("normal", std) | ("ones", 0) | ("zeros", 0)
 InitRule = Callable[[str, nn.Parameter], tuple[str, float]]
@@ -24,6 +28,31 @@ def lookup_config(configs: dict[str, dict], name: str, family: str) -> dict:
         if key in configs:
             return dict(configs[key], name=key)
     raise KeyError(f"unknown {family} config {name!r}; known: {', '.join(configs)}")
+
+
+@dataclass
+class ZooArgs:
+    """The fields every family's ``ModelArgs`` starts with (a family adds its own after them and
+    may change a default), and ``from_name``: the family sets ``family`` and ``configs``."""
+
+    family: ClassVar[str]
+    configs: ClassVar[dict[str, dict]]
+
+    name: str = "tiny"
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 0
+    head_dim: int = 0  # 0: dim // n_heads
+    intermediate_size: int = 0
+    vocab_size: int = 320
+    max_seq_len: int = 256
+    norm_eps: float = 1e-5
+
+    @classmethod
+    def from_name(cls, name: str) -> ZooArgs:
+        """The config called ``name`` in ``configs`` (``<family>-`` prefix optional)."""
+        return cls(**lookup_config(cls.configs, name, cls.family))
 
 
 def param_seed(seed: int, name: str) -> int:
@@ -143,3 +172,59 @@ def param_bytes(model: nn.Module) -> int:
             seen.add(id(t))
             total += t.numel() * t.element_size()
     return total
+
+
+class ZooTransformer(nn.Module):
+    """What every family's ``Transformer`` shares: ``from_name``, KV caches, seeded reset.
+
+    A subclass sets ``args_class`` (its family's ``ModelArgs``), keeps its blocks in ``self.layers``
+    and its config in ``self.config``, and defines ``init_rule`` and ``logits`` (the network after
+    ``forward`` made the attention context); ``attention_attr`` names each block's attention module.
+    """
+
+    args_class: ClassVar[type]
+    attention_attr: ClassVar[str] = "attention"
+
+    @classmethod
+    def from_name(cls, name: str) -> ZooTransformer:
+        return cls(cls.args_class.from_name(name))
+
+    def attention_layers(self) -> Iterator[nn.Module]:
+        return (getattr(blk, self.attention_attr) for blk in self.layers)
+
+    def setup_caches(self, max_batch_size: int, max_seq_length: int, static: bool = True) -> None:
+        """Allocate a KV cache per layer (static buffers for torch.compile, or growing ones)."""
+        c = self.config
+        setup_kv_caches(
+            self,
+            self.attention_layers(),
+            max_batch_size,
+            max_seq_length,
+            static,
+            c.n_kv_heads,
+            c.head_dim,
+            c.max_seq_len,
+        )
+
+    def clear_caches(self) -> None:
+        clear_kv_caches(self, self.attention_layers())
+
+    def init_rule(self, name: str, p: nn.Parameter) -> tuple[str, float]:
+        raise NotImplementedError
+
+    def reset_parameters(self, seed: int = 0) -> None:
+        init_parameters(self, seed, self.init_rule)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab) for tokens ``idx`` (B, T) written at cache slots ``input_pos``."""
+        ctx = make_context(self.cache_state, idx, input_pos, attention_mask, self.config.sliding_window)
+        return self.logits(idx, ctx)
+
+    def logits(self, idx: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        """The family's network on tokens ``idx`` given the attention context (see ``forward``)."""
+        raise NotImplementedError

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models._base import build_model, clear_kv_caches, init_parameters, lookup_config, setup_kv_caches
-from models.kv_cache import AttnContext, make_context
+from models._base import ZooArgs, ZooTransformer, build_model
+from models.kv_cache import AttnContext
 
 FAMILY = "gpt2"
 
@@ -23,17 +24,13 @@ CONFIGS: dict[str, dict] = {
 
 
 @dataclass
-class ModelArgs:
-    name: str = "tiny"
-    dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    n_kv_heads: int = 0  # always n_heads (no GQA)
-    head_dim: int = 0  # dim // n_heads
-    intermediate_size: int = 0  # 4 * dim
-    vocab_size: int = 320
-    max_seq_len: int = 256  # learned positions: n_positions
-    norm_eps: float = 1e-5
+class ModelArgs(ZooArgs):
+    """``ZooArgs``'s fields; n_kv_heads is always n_heads (no GQA), head_dim dim // n_heads,
+    intermediate_size 4 * dim unless set, max_seq_len the learned positions (n_positions)."""
+
+    family: ClassVar[str] = FAMILY
+    configs: ClassVar[dict[str, dict]] = CONFIGS
+
     sliding_window: int | None = None
 
     def __post_init__(self) -> None:
@@ -42,10 +39,6 @@ class ModelArgs:
         self.n_kv_heads = self.n_heads
         self.head_dim = self.dim // self.n_heads
         self.intermediate_size = self.intermediate_size or 4 * self.dim
-
-    @classmethod
-    def from_name(cls, name: str) -> ModelArgs:
-        return cls(**lookup_config(CONFIGS, name, FAMILY))
 
 
 class Attention(nn.Module):
@@ -87,7 +80,10 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class Transformer(nn.Module):
+class Transformer(ZooTransformer):
+    args_class: ClassVar[type] = ModelArgs
+    attention_attr: ClassVar[str] = "attn"
+
     def __init__(self, config: ModelArgs) -> None:
         super().__init__()
         self.config = config
@@ -103,27 +99,6 @@ class Transformer(nn.Module):
         """The output projection is the token embedding matrix."""
         self.lm_head.weight = self.wte.weight
 
-    @classmethod
-    def from_name(cls, name: str) -> Transformer:
-        return cls(ModelArgs.from_name(name))
-
-    def setup_caches(self, max_batch_size: int, max_seq_length: int, static: bool = True) -> None:
-        """Allocate a KV cache per layer (static buffers for torch.compile, or growing ones)."""
-        c = self.config
-        setup_kv_caches(
-            self,
-            (blk.attn for blk in self.layers),
-            max_batch_size,
-            max_seq_length,
-            static,
-            c.n_heads,
-            c.head_dim,
-            c.max_seq_len,
-        )
-
-    def clear_caches(self) -> None:
-        clear_kv_caches(self, (blk.attn for blk in self.layers))
-
     def init_rule(self, name: str, p: nn.Parameter) -> tuple[str, float]:
         c = self.config
         if name.endswith(".bias"):
@@ -137,17 +112,7 @@ class Transformer(nn.Module):
             std *= 2.0  # outweigh the tied embedding, else a random model repeats its input token
         return "normal", std
 
-    def reset_parameters(self, seed: int = 0) -> None:
-        init_parameters(self, seed, self.init_rule)
-
-    def forward(
-        self,
-        idx: torch.Tensor,
-        input_pos: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits (B, T, vocab) for tokens ``idx`` (B, T) written at cache slots ``input_pos``."""
-        ctx = make_context(self.cache_state, idx, input_pos, attention_mask, self.config.sliding_window)
+    def logits(self, idx: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         if int(idx.shape[1]) > self.config.max_seq_len:
             raise ValueError(f"{idx.shape[1]} tokens exceed the {self.config.max_seq_len} learned positions")
         x = self.wte(idx) + self.wpe(ctx.pos_ids)

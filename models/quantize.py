@@ -19,12 +19,51 @@ output head, as BitNet does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 METHODS = ("int8", "int4", "bitnet")
+
+
+class QuantizedLinear(nn.Module):
+    """What the quantized linear layers share: sizes, an optional bias in the model's dtype, and
+    ``from_linear`` (a subclass registers its buffers in ``register_weights`` and fills them from a
+    float weight in ``quantize_from``)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        dtype: torch.dtype,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_weights(dtype, device)
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
+
+    def register_weights(self, dtype: torch.dtype, device: torch.device | str | None) -> None:
+        raise NotImplementedError
+
+    def quantize_from(self, w: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, **kwargs) -> QuantizedLinear:
+        """The quantized copy of ``lin`` (same device; bias kept in its dtype)."""
+        w = lin.weight.detach()
+        mod = cls(lin.in_features, lin.out_features, lin.bias is not None, w.dtype, device=w.device, **kwargs)
+        mod.quantize_from(w)
+        if lin.bias is not None:
+            mod.bias.data.copy_(lin.bias.detach())
+        return mod
+
+    def add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
 
 # ---------------------------------------------------------------- int8
@@ -37,36 +76,20 @@ def int8_quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(QuantizedLinear):
     """Weight-only int8 linear layer (per-output-channel scales)."""
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool,
-        dtype: torch.dtype,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer(
-            "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
-        )
-        self.register_buffer("scales", torch.ones(out_features, dtype=dtype, device=device))
-        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
-        self.kernel = "dequant"
+    kernel = "dequant"
 
-    @classmethod
-    def from_linear(cls, lin: nn.Linear) -> Int8Linear:
-        w = lin.weight.detach()
-        mod = cls(lin.in_features, lin.out_features, lin.bias is not None, w.dtype, w.device)
+    def register_weights(self, dtype: torch.dtype, device: torch.device | str | None) -> None:
+        shape = (self.out_features, self.in_features)
+        self.register_buffer("weight", torch.zeros(shape, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.ones(self.out_features, dtype=dtype, device=device))
+
+    def quantize_from(self, w: torch.Tensor) -> None:
         q, scale = int8_quantize(w)
-        mod.weight.copy_(q)
-        mod.scales.copy_(scale)
-        if lin.bias is not None:
-            mod.bias.data.copy_(lin.bias.detach())
-        return mod
+        self.weight.copy_(q)
+        self.scales.copy_(scale)
 
     def dequantize(self) -> torch.Tensor:
         return self.weight.float() * self.scales.float()[:, None]
@@ -76,7 +99,7 @@ class Int8Linear(nn.Module):
         # 2.11's CUDA ``_weight_int8pack_mm`` was measured 7.6x slower than bf16 for a 7B decode
         # step on an H200, see docs/GPU_RUNS.md, so it is not used.)
         y = F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
-        return y if self.bias is None else y + self.bias.to(x.dtype)
+        return self.add_bias(y)
 
 
 # ---------------------------------------------------------------- int4
@@ -125,46 +148,34 @@ def pick_group_size(in_features: int, preferred: int = 128) -> int | None:
     return None
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(QuantizedLinear):
     """Weight-only int4 linear layer: packed nibbles plus bf16 scales and zeros per group."""
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool,
-        dtype: torch.dtype,
-        group_size: int,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
-        n_groups = in_features // group_size
-        self.register_buffer(
-            "weight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device)
-        )
-        self.register_buffer(
-            "scales", torch.ones(out_features, n_groups, dtype=torch.bfloat16, device=device)
-        )
-        self.register_buffer(
-            "zeros", torch.zeros(out_features, n_groups, dtype=torch.bfloat16, device=device)
-        )
-        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
+    def __init__(self, *args: Any, group_size: int, **kwargs: Any) -> None:
+        """``QuantizedLinear``'s arguments, and the number of input columns sharing a scale and zero."""
+        self.group_size = group_size  # before the buffers are registered
+        super().__init__(*args, **kwargs)
         self.use_kernel = True
         self.kernel = "dequant"  # or "tinygemm" once the CUDA kernel ran
         self._packed_for_kernel: torch.Tensor | None = None
 
+    def register_weights(self, dtype: torch.dtype, device: torch.device | str | None) -> None:
+        out_f, n_groups = self.out_features, self.in_features // self.group_size
+        self.register_buffer(
+            "weight", torch.zeros(out_f, self.in_features // 2, dtype=torch.uint8, device=device)
+        )
+        self.register_buffer("scales", torch.ones(out_f, n_groups, dtype=torch.bfloat16, device=device))
+        self.register_buffer("zeros", torch.zeros(out_f, n_groups, dtype=torch.bfloat16, device=device))
+
     @classmethod
     def from_linear(cls, lin: nn.Linear, group_size: int) -> Int4Linear:
-        w = lin.weight.detach()
-        mod = cls(lin.in_features, lin.out_features, lin.bias is not None, w.dtype, group_size, w.device)
-        q, scales, zeros = int4_quantize(w, group_size)
-        mod.weight.copy_(pack_int4(q))
-        mod.scales.copy_(scales)
-        mod.zeros.copy_(zeros)
-        if lin.bias is not None:
-            mod.bias.data.copy_(lin.bias.detach())
-        return mod
+        return super().from_linear(lin, group_size=group_size)
+
+    def quantize_from(self, w: torch.Tensor) -> None:
+        q, scales, zeros = int4_quantize(w, self.group_size)
+        self.weight.copy_(pack_int4(q))
+        self.scales.copy_(scales)
+        self.zeros.copy_(zeros)
 
     def dequantize(self) -> torch.Tensor:
         return int4_dequantize(unpack_int4(self.weight), self.scales, self.zeros, self.group_size)
@@ -201,9 +212,9 @@ class Int4Linear(nn.Module):
                     flat, self._packed_for_kernel, self.group_size, self._scales_and_zeros
                 )
                 y = y.reshape(*x.shape[:-1], self.out_features)
-                return y if self.bias is None else y + self.bias.to(x.dtype)
+                return self.add_bias(y)
         y = F.linear(x, self.dequantize().to(x.dtype))
-        return y if self.bias is None else y + self.bias.to(x.dtype)
+        return self.add_bias(y)
 
 
 # ---------------------------------------------------------------- bitnet
@@ -244,35 +255,18 @@ def unpack_ternary(packed: torch.Tensor, in_features: int) -> torch.Tensor:
     return codes[:, :in_features].to(torch.int8) - 1
 
 
-class BitLinear(nn.Module):
+class BitLinear(QuantizedLinear):
     """Ternary-weight, int8-activation linear layer (BitNet b1.58 inference)."""
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool,
-        dtype: torch.dtype,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer(
-            "weight", torch.zeros(out_features, -(-in_features // 4), dtype=torch.uint8, device=device)
-        )
+    def register_weights(self, dtype: torch.dtype, device: torch.device | str | None) -> None:
+        packed = (self.out_features, -(-self.in_features // 4))
+        self.register_buffer("weight", torch.zeros(packed, dtype=torch.uint8, device=device))
         self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32, device=device))
-        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
 
-    @classmethod
-    def from_linear(cls, lin: nn.Linear) -> BitLinear:
-        w = lin.weight.detach()
-        mod = cls(lin.in_features, lin.out_features, lin.bias is not None, w.dtype, w.device)
+    def quantize_from(self, w: torch.Tensor) -> None:
         w_q, scale = ternary_quantize(w)
-        mod.weight.copy_(pack_ternary(w_q))
-        mod.weight_scale.copy_(scale)
-        if lin.bias is not None:
-            mod.bias.data.copy_(lin.bias.detach())
-        return mod
+        self.weight.copy_(pack_ternary(w_q))
+        self.weight_scale.copy_(scale)
 
     def ternary_weight(self) -> torch.Tensor:
         return unpack_ternary(self.weight, self.in_features)
@@ -287,7 +281,7 @@ class BitLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_q, x_scale = activation_quantize(x)
         y = (self.integer_matmul(x_q) / (x_scale * self.weight_scale)).to(x.dtype)
-        return y if self.bias is None else y + self.bias.to(x.dtype)
+        return self.add_bias(y)
 
 
 # ---------------------------------------------------------------- model walk
