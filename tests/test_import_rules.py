@@ -178,11 +178,6 @@ def test_family_files_import_no_other_family(imports: list[Import]) -> None:
     assert found == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 14: harness_bisect is being made an engine free of harness (another branch); "
-    "remove this mark once that branch is merged",
-)
 def test_harness_bisect_imports_nothing_of_harness(imports: list[Import]) -> None:
     assert {i.path for i in imports if BISECT_RULE.applies(i.path)}, "no harness_bisect file scanned"
     assert BISECT_RULE.violations(imports) == []
