@@ -314,10 +314,21 @@ class Recorder:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        self.collected.update(ids)
+        self._collected(ids)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.collected.update(item.nodeid for item in session.items)
+        self._collected([item.nodeid for item in session.items])
+
+    def _collected(self, ids: list[str]) -> None:
+        """Remember the selected tests; tell `harness run` (HARNESS_PROGRESS_FILE) how many, once."""
+        first = not self.collected
+        self.collected.update(ids)
+        path = os.environ.get("HARNESS_PROGRESS_FILE")
+        if first and path:
+            import json
+
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"suite": self.suite, "ids": ids}) + "\n")
 
     def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
         """Remember the first INTERNALERROR (an xdist worker's arrives here as an AssertionError
@@ -397,6 +408,7 @@ class Recorder:
                 self._finish(nodeid, lost=f"not run: {self.internal_error}")
             if exitstatus in (0, 1, 5):  # xdist exits 0 after a worker's INTERNALERROR
                 session.exitstatus = exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            sys.stderr.write(f"harness: {self.internal_error}\n")  # the line `harness run` reports
         if self.owner:
             self.writer.write(self._header())
             status = "completed" if exitstatus in (0, 1, 5) else ("cancelled" if exitstatus == 2 else "failed")

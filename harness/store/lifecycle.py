@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, select, update
 
 from harness.errors import HarnessError
 from harness.store.db import Store
-from harness.store.schema import Run, utcnow
+from harness.store.schema import Run, TestResult, utcnow
 
 LIMIT_ENV = "HARNESS_HEARTBEAT_LIMIT_S"
 DEFAULT_LIMIT_S = 600.0
@@ -68,4 +68,24 @@ def run_status(store: Store, uuid: str) -> str | None:
         return conn.execute(select(Run.__table__.c.status).where(Run.__table__.c.uuid == uuid)).scalar()
 
 
-__all__ = ["INCOMPLETE_STATUSES", "beat", "heartbeat_limit_s", "mark_abandoned", "run_status"]
+
+def recent_durations(store: Store, suite: str, exclude_uuid: str | None = None,
+                     look_back: int = 20) -> dict[str, float]:
+    """Durations by `nodeid_hash` of `suite`'s tests in the latest completed run that ran it (an ETA's
+    history); empty when the store has none. Reads one run's rows through the (run_id, ...) index."""
+    runs = Run.__table__
+    results = TestResult.__table__
+    with store.engine.connect() as conn:
+        candidates = conn.execute(select(runs.c.id, runs.c.uuid, runs.c.suites).where(runs.c.status == COMPLETE)
+                                  .order_by(runs.c.id.desc()).limit(look_back)).all()
+        for run_id, uuid, suites in candidates:
+            if uuid == exclude_uuid or suite not in (suites or "").split(","):
+                continue
+            rows = conn.execute(select(results.c.nodeid_hash, results.c.duration_s).where(and_(
+                results.c.run_id == run_id, results.c.suite == suite))).all()
+            if rows:
+                return {h: float(d or 0.0) for h, d in rows}
+    return {}
+
+
+__all__ = ["INCOMPLETE_STATUSES", "beat", "heartbeat_limit_s", "mark_abandoned", "recent_durations", "run_status"]
