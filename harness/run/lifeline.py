@@ -16,12 +16,13 @@ import sys
 ENV_FLAG = "HARNESS_DIE_WITH_PARENT"
 ENV_PARENT = "HARNESS_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
-_prctl = None
+_prctl = _signal = None
 if sys.platform.startswith("linux"):
     try:
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _prctl, _signal = _libc.prctl, _libc.signal
     except (OSError, AttributeError):  # pragma: no cover - exotic libc
-        _prctl = None
+        _prctl = _signal = None
 
 
 def die_with_parent(parent_pid: int | None = None, sig: int = signal.SIGKILL) -> bool:
@@ -36,7 +37,10 @@ def die_with_parent(parent_pid: int | None = None, sig: int = signal.SIGKILL) ->
 
 
 def preexec(parent_pid: int):  # noqa: ANN201 - returns the pre-exec callable
-    """A `preexec_fn` for subprocess.Popen: die with `parent_pid`."""
+    """A `preexec_fn` for subprocess.Popen: die with `parent_pid`, and take SIGINT again (a shell starts
+    background jobs with SIGINT ignored; the runner forwards Ctrl-C to pytest's group itself)."""
     def _hook() -> None:
+        if _signal is not None:
+            _signal(signal.SIGINT, 0)  # SIG_DFL
         die_with_parent(parent_pid)
     return _hook

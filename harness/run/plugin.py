@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -38,6 +39,7 @@ BENCHMARK_PROPERTY = "harness_benchmark"
 SAMPLES_PROPERTY = "harness_device_samples"
 RECORD_ERROR_PROPERTY = "harness_record_error"
 _PLAIN = (str, int, float, bool, type(None))
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)?(Error|Exception|Exit|Interrupt)\b(:|$)")
 _MODEL_PARAMS = ("model_name", "model")
 
 
@@ -338,8 +340,9 @@ class Recorder:
         value = getattr(excinfo, "value", None)
         text = str(value) if value is not None else str(excrepr)
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        if isinstance(value, AssertionError) and len(lines) > 1:
-            line = lines[-1]
+        raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+        if isinstance(value, AssertionError) and raised:  # a worker's traceback: its last exception line
+            line = raised[-1]
         else:
             line = f"{type(value).__name__}: {lines[0] if lines else ''}" if value is not None else (lines or [""])[-1]
         self.internal_error = short_message(f"pytest INTERNALERROR: {line}", 500)
@@ -358,8 +361,8 @@ class Recorder:
             outcome, message = "error", short_message(lost)
         elif state.get("record_error") and outcome in ("passed", "xfail", "skipped"):
             outcome, message = "error", short_message(str(state["record_error"]))
-        model = state.get("model") or self._model_of(nodeid)
         bench = state.get("benchmark")
+        model = state.get("model") or self._model_of(nodeid) or (bench.get("model") if isinstance(bench, dict) else None)
         if isinstance(bench, dict):
             try:
                 self._write_benchmark(nodeid, bench, state, model)
@@ -400,7 +403,8 @@ class Recorder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        reason = self.internal_error or "the test's worker or its teardown was lost"
+        reason = self.internal_error or ("the session was interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED
+                                         else "the test's worker or its teardown was lost")
         for nodeid in list(self.pending):  # started, never finished: an error, never a pass
             self._finish(nodeid, lost=f"no final report: {reason}")
         if self.internal_error is not None:

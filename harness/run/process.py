@@ -56,8 +56,10 @@ def run_pytest(argv: list[str], env: dict[str, str], cwd: Path, log: Path, grace
 
 _PRIORITY = (
     re.compile(r"^harness: .*"),  # the plugin's own line (INTERNALERROR cause) or "cannot start"
-    re.compile(r"^(ERROR|error): .*"),  # usage errors: "ERROR: usage: ...", "ERROR: file or directory not found"
+    re.compile(r"^[^:]{1,80}: error: .*"),  # argparse: "__main__.py: error: unrecognized arguments: --x"
+    re.compile(r"^ERROR: (?!usage:).*"),  # "ERROR: file or directory not found: x"
     re.compile(r"^INTERNALERROR> E\s+(\w+\.)*\w+(Error|Exception|Exit)\b.*"),
+    re.compile(r"^ERROR: .*"),
 )
 
 
@@ -74,7 +76,8 @@ def log_line(log: Path, start: int = 0) -> str:
         hits = [ln for ln in lines if pattern.match(ln)]
         if hits:
             line = hits[-1] if pattern.pattern.startswith("^INTERNAL") else hits[0]
-            return re.sub(r"^INTERNALERROR> E\s+", "INTERNALERROR: ", line)[:500]
+            line = re.sub(r"^INTERNALERROR> E\s+", "INTERNALERROR: ", line)
+            return line.removeprefix("harness: ")[:500]
     return lines[-1][:500] if lines else ""
 
 
