@@ -309,3 +309,49 @@ def test_run_outcome(name: str, tmp_path: Path, pg_url: str) -> None:
         assert len(lines) == 1 and re.fullmatch(scenario.line, lines[0]), proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     scenario.check(ctx)
+
+
+BENCH_PANELS = ("Eager forward pass", "Time to first / second / third token", "Next token (mean)",
+                "Compiled generate, calls 1-4", "Roofline efficiency", "Device usage per benchmark",
+                "Benchmarks by commit")
+
+
+def test_benchmark_suite_through_the_cli_lands_in_postgres_and_the_panels(tmp_path: Path, pg_url: str) -> None:
+    """`harness run --suite benchmark` as a user runs it (xdist worker, tiny shapes on the CPU): the record
+    crosses the worker boundary, every table the benchmark dashboard reads has rows, and each panel's
+    SQL (macros expanded as Grafana does) returns this run's benchmark."""
+    from harness.report.dashboards import boards
+    from tests.report.grafana_sql import expand
+
+    root = Path(__file__).resolve().parents[2]
+    env = env_for(HARNESS_BENCH_SHAPES="tiny", HARNESS_BENCH_DEVICE="cpu", HARNESS_BENCH_NEW_TOKENS="8",
+                  HARNESS_BENCH_REPEATS="2", HARNESS_SAMPLE_INTERVAL_S="0.05")
+    proc = subprocess.run(harness_cmd("--repo", str(root), "--models", "llama", "--suite", "benchmark",
+                                      "--runner-group", "single-gpu", "-n", "1", "--db", pg_url, "--json"),
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["status"] == "completed" and out["stored"] is True, out
+    [result] = out["results"]
+    assert (result["model"], result["suite"], result["outcome"]) == ("llama", "benchmark", "passed")
+    assert query(pg_url, "SELECT status FROM runs")[0][0] == "completed"
+    bench = query(pg_url, "SELECT benchmark_id, model, config, dtype, run_id FROM benchmarks")
+    assert [(b.model, b.config, b.dtype) for b in bench] == [("llama", "tiny", "float32")]
+    measured = query(pg_url, "SELECT measurements FROM model_measurements")[0][0]
+    assert measured["time_to_first_token_secs"] > 0 and "decode_efficiency" in measured["roofline"]
+    assert query(pg_url, "SELECT count(*) FROM device_measurements WHERE cpu_util IS NOT NULL")[0][0] >= 1
+    board = next(b for b in boards() if b.uid == "harness-benchmarks")
+    panels = {q.where: q for q in board.queries}
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        variables: dict[str, list[str]] = {}
+        for var in board.variables:
+            if var["type"] == "custom":
+                variables[var["name"]] = [var["current"]["value"]]
+            else:
+                variables[var["name"]] = [r["__value"] for r in
+                                          conn.execute(text(expand(var["query"], variables))).mappings()]
+        assert variables["model"] == ["llama"]
+        empty = [t for t in BENCH_PANELS if not conn.execute(text(expand(panels[t].sql, variables))).all()]
+    engine.dispose()
+    assert empty == [], f"benchmark panels without rows for this run: {empty}"
