@@ -112,7 +112,7 @@ class Scenario:
     line: str | None  # regex the one `harness:` stderr line must match (None: no such line)
     check: Callable[[Ctx], None]
     db: str = "pg"  # "pg" | a URL template ({nodb}: a database that does not exist)
-    drive: str = "wait"  # "wait" | "sigint" | "kill9"
+    drive: str = "wait"  # "wait" | "sigint" | "sigterm" | "kill9"
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -230,6 +230,9 @@ SCENARIOS: dict[str, Scenario] = {
     "interrupted": Scenario({"tests/test_t.py": SLEEPY_TESTS}, [], 130,
                             r"harness: interrupted: run [0-9a-f-]{36} cancelled after \d result\(s\); they are in .*",
                             check_cancelled, drive="sigint"),
+    "terminated": Scenario({"tests/test_t.py": SLEEPY_TESTS}, [], 130,
+                           r"harness: interrupted: run [0-9a-f-]{36} cancelled after \d result\(s\); they are in .*",
+                           check_cancelled, drive="sigterm"),
     "kill-9": Scenario({"tests/test_t.py": SLEEPY_GUARD}, [], -9, None, check_killed, drive="kill9"),
     "benchmark-record": Scenario({"tests/test_t.py": RECORD_TESTS}, [], 1, None, check_records),
 }
@@ -248,8 +251,8 @@ def _drive_live(ctx: Ctx, scenario: Scenario, cmd: list[str]) -> None:
         children = wait_for(lambda: [p for p in descendants(proc.pid) if "sys.stdin.readline" in " ".join(
             _cmdline(p))] and descendants(proc.pid), what="pytest and its worker")
         ctx.extra["children"] = children
-        if scenario.drive == "sigint":
-            proc.send_signal(signal.SIGINT)
+        if scenario.drive in ("sigint", "sigterm"):
+            proc.send_signal(signal.SIGINT if scenario.drive == "sigint" else signal.SIGTERM)
         else:
             proc.kill()
         out, err = proc.communicate(timeout=60)
