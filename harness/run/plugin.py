@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
@@ -30,16 +29,13 @@ from harness.bundle import (
     ResultRecord,
     RunEnd,
     RunRecord,
-    plain_json,
     short_message,
 )
+from harness.run.plugin_records import PLAIN, RECORD_ERROR_PROPERTY, coerce_properties, internal_error_line
 
 EARLY_SIDECAR = pytest.StashKey[tuple]()
 BENCHMARK_PROPERTY = "harness_benchmark"
 SAMPLES_PROPERTY = "harness_device_samples"
-RECORD_ERROR_PROPERTY = "harness_record_error"
-_PLAIN = (str, int, float, bool, type(None))
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)?(Error|Exception|Exit|Interrupt)\b(:|$)")
 _MODEL_PARAMS = ("model_name", "model")
 
 
@@ -141,24 +137,6 @@ def _model_from_path(path: str, known: tuple[str, ...]) -> str | None:
     return None
 
 
-def coerce_properties(props: list[tuple[str, object]]) -> list[tuple[str, object]]:
-    """`user_properties` as plain JSON values, so that they cross the xdist boundary (execnet cannot
-    send e.g. `torch.__version__`, a str subclass) and the bundle. A harness record that has no JSON
-    form is replaced by a `harness_record_error` naming the field (the test becomes an `error`);
-    another plugin's property becomes its (bounded) repr."""
-    out: list[tuple[str, object]] = []
-    for name, value in props:
-        name = str(name)
-        try:
-            out.append((name, plain_json(value, name)))
-        except NotJSONError as exc:
-            if name.startswith("harness_"):
-                out.append((RECORD_ERROR_PROPERTY, f"record not stored: {exc}"))
-            else:
-                out.append((name, short_message(repr(value), 200)))
-    return out
-
-
 class ItemAnnotator:
     """Runs where tests run (worker or single process): tags reports with model and device."""
 
@@ -184,7 +162,7 @@ class ItemAnnotator:
         and device strings only, costs one pass over two tuples)."""
         report = yield
         props = item.user_properties
-        if not all(type(v) in _PLAIN for _, v in props):
+        if not all(type(v) in PLAIN for _, v in props):
             props[:] = coerce_properties(props)
             report.user_properties = list(props)
         return report
@@ -333,19 +311,8 @@ class Recorder:
                 fh.write(json.dumps({"suite": self.suite, "ids": ids}) + "\n")
 
     def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
-        """Remember the first INTERNALERROR (an xdist worker's arrives here as an AssertionError
-        holding its traceback: its last line names the real error)."""
-        if self.internal_error is not None:
-            return
-        value = getattr(excinfo, "value", None)
-        text = str(value) if value is not None else str(excrepr)
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
-        if isinstance(value, AssertionError) and raised:  # a worker's traceback: its last exception line
-            line = raised[-1]
-        else:
-            line = f"{type(value).__name__}: {lines[0] if lines else ''}" if value is not None else (lines or [""])[-1]
-        self.internal_error = short_message(f"pytest INTERNALERROR: {line}", 500)
+        if self.internal_error is None:
+            self.internal_error = internal_error_line(excrepr, excinfo)
 
     def _model_of(self, nodeid: str) -> str | None:
         """A model name among the parameters of a test id (for tests whose reports were lost)."""
