@@ -201,11 +201,18 @@ def check_records(ctx: Ctx) -> None:
     assert [r.status for r in runs(ctx)] == ["completed"]
 
 
+def _check_empty_completed(ctx: Ctx) -> None:
+    assert [r.status for r in runs(ctx)] == ["completed"] and results(ctx) == {}
+    assert json.loads(ctx.proc.stdout)["counts"]["passed"] == 0
+
+
 SLEEPY_GUARD = "import os, time\n\ndef test_a():\n    pass\n\ndef test_sleep():\n    if not os.environ.get('SKIP_SLEEP'):\n        time.sleep(120)\n"
 
 SCENARIOS: dict[str, Scenario] = {
     "success": Scenario({"tests/test_t.py": OK_TESTS}, [], 0, None, check_success),
     "failures-found": Scenario({"tests/test_t.py": FAILING_TESTS}, [], 1, None, check_failures),
+    "nothing-selected": Scenario({"tests/test_t.py": "HELPER = 1\n"}, [], 0, r"harness: suite all: no test selected",
+                                 lambda ctx: _check_empty_completed(ctx)),
     "bad-input-unknown-model": Scenario({"tests/test_t.py": OK_TESTS}, ["--models", "lama"], 2,
                                         r"harness: unknown model 'lama'.*", check_nothing_written),
     "bad-input-flag": Scenario({"tests/test_t.py": OK_TESTS}, ["--modles", "llama"], 2,

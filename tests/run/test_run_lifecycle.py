@@ -206,3 +206,21 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path) -> N
     lines = proc.stderr.splitlines()
     assert lines and all(re.fullmatch(r"all: [0-2]/[?2] done, 0 failed, ETA (\?|\d+s)", ln) for ln in lines), lines
     assert any(re.fullmatch(r"all: [01]/2 done, 0 failed, ETA .*", ln) for ln in lines), lines
+
+
+def test_live_display_shows_total_and_eta_per_suite() -> None:
+    import io
+
+    from rich.console import Console
+
+    from harness.run.summary import LiveProgress
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120)
+    with LiveProgress(console, enabled=True, workers=1) as progress:
+        progress.suite("slow")
+        progress.collected("slow", ["t.py::a", "t.py::b"], {nodeid_hash("t.py::a"): 2.0, nodeid_hash("t.py::b"): 2.0})
+        progress.result(ResultRecord(run="r", nodeid="t.py::a", outcome="passed", duration_s=2.0, suite="slow"))
+        progress.tick()
+    text = buf.getvalue()
+    assert "suite slow" in text and "1/2" in text and re.search(r"ETA \d+s", text), text
