@@ -1,10 +1,13 @@
 """`harness run`: run suites for models, write the bundle, feed the store, summarise.
 
-The runner validates everything before writing anything, writes the run header to the results bundle,
-runs one pytest pass per suite (plus a separate, non-parallel pass for `multi_gpu` tests on machines
-with several GPUs) and follows the bundle as it grows: each new line advances the progress bar and is
-written to the store in batches. If the store is unreachable, at the start or mid-run, the run still
-completes and the bundle keeps every result for `harness ingest`.
+The runner validates everything before writing anything (a database that refuses the URL included),
+marks runs whose process died `abandoned`, writes the run header to the results bundle, runs one pytest
+pass per suite (plus a separate, non-parallel pass for `multi_gpu` tests on machines with several GPUs)
+in a process group that dies with it, and follows the bundle as it grows: each new line advances the
+progress display and is written to the store in batches, and the run's heartbeat is beaten. If the store
+is unreachable, at the start or mid-run, the run still completes and the bundle keeps every result for
+`harness ingest`. A pass that pytest could not run (exit other than 0/1/5) makes the run `failed` and
+the exit code 2; Ctrl-C or SIGTERM makes it `cancelled` and the exit code 130.
 """
 
 from __future__ import annotations
