@@ -1,7 +1,9 @@
 """One pytest pass as a child process that shares the runner's fate.
 
 pytest runs in a session (process group) of its own, with `PR_SET_PDEATHSIG` (harness/run/lifeline.py)
-so that a `kill -9` of `harness run` kills it; the harness plugin does the same in each xdist worker.
+so that a `kill -9` of `harness run` kills it; the harness plugin does the same in each xdist worker,
+and a watchdog process (its own session, reading a pipe from the runner) kills the whole group, a
+test's own subprocesses included, once the runner is gone.
 On Ctrl-C / SIGTERM the runner forwards SIGINT to the group (pytest finishes its session and flushes the
 bundle), waits `grace_s`, then kills the group. After every pass the group is killed, so nothing a test
 started outlives the run.
@@ -13,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from harness.run.lifeline import ENV_FLAG, preexec
@@ -40,6 +43,7 @@ def run_pytest(argv: list[str], env: dict[str, str], cwd: Path, log: Path, grace
         except OSError as exc:
             fh.write(f"harness: cannot start pytest: {exc}\n")
             return 3
+        watchdog = _watchdog(proc.pid)
         try:
             return proc.wait()
         except BaseException:
@@ -52,6 +56,29 @@ def run_pytest(argv: list[str], env: dict[str, str], cwd: Path, log: Path, grace
         finally:
             _killpg(proc.pid, signal.SIGKILL)  # workers, and anything a test started
             proc.wait()
+            if watchdog is not None:
+                os.close(watchdog[1])
+                watchdog[0].wait()
+
+
+# Blocks on a pipe from the runner; when the runner is gone (even `kill -9`), kills pytest's whole group:
+# the processes PR_SET_PDEATHSIG does not reach (a test's own subprocesses).
+_WATCHDOG = ("import os, signal, sys\nsys.stdin.buffer.read()\ntry:\n    os.killpg(int(sys.argv[1]), signal.SIGKILL)\n"
+             "except OSError:\n    pass\n")
+
+
+def _watchdog(pgid: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    """A tiny process in a session of its own that outlives the runner just long enough to kill `pgid`."""
+    read_end, write_end = os.pipe()
+    try:
+        dog = subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG, str(pgid)], stdin=read_end,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        os.close(write_end)
+        return None
+    finally:
+        os.close(read_end)
+    return dog, write_end
 
 
 _PRIORITY = (

@@ -206,7 +206,16 @@ def _check_empty_completed(ctx: Ctx) -> None:
     assert json.loads(ctx.proc.stdout)["counts"]["passed"] == 0
 
 
-SLEEPY_GUARD = "import os, time\n\ndef test_a():\n    pass\n\ndef test_sleep():\n    if not os.environ.get('SKIP_SLEEP'):\n        time.sleep(120)\n"
+SLEEPY_GUARD = """import os, subprocess, sys, time
+
+def test_a():
+    pass
+
+def test_sleep():  # with a process of its own, which must not outlive the run either
+    if not os.environ.get('SKIP_SLEEP'):
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        time.sleep(120)
+"""
 
 SCENARIOS: dict[str, Scenario] = {
     "success": Scenario({"tests/test_t.py": OK_TESTS}, [], 0, None, check_success),
@@ -255,8 +264,9 @@ def _drive_live(ctx: Ctx, scenario: Scenario, cmd: list[str]) -> None:
         wait_for(lambda: query(ctx.db, "SELECT 1 FROM test_results") if _has_runs(ctx.db) else None,
                  what="the first result in the store")
         ctx.extra["uuid"] = runs(ctx)[0].uuid
-        children = wait_for(lambda: [p for p in descendants(proc.pid) if "sys.stdin.readline" in " ".join(
-            _cmdline(p))] and descendants(proc.pid), what="pytest and its worker")
+        marker = "time.sleep(120)" if scenario.drive == "kill9" else "sys.stdin.readline"  # test's own / worker
+        children = wait_for(lambda: [p for p in descendants(proc.pid) if marker in " ".join(_cmdline(p))]
+                            and descendants(proc.pid), what="pytest, its worker and what the test started")
         ctx.extra["children"] = children
         if scenario.drive in ("sigint", "sigterm"):
             proc.send_signal(signal.SIGINT if scenario.drive == "sigint" else signal.SIGTERM)
