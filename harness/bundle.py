@@ -9,6 +9,7 @@ configuration with its device samples) and ``run_end`` (final status). Every lin
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import uuid as uuid_mod
@@ -112,9 +113,66 @@ def short_message(text: str | None, limit: int = MESSAGE_LIMIT) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class NotJSONError(ValueError):
+    """A recorded value that has no plain JSON form; `path` names the field (``a.b[2]``)."""
+
+    def __init__(self, path: str, value: object, why: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path} is {type(value).__name__}{f' ({why})' if why else ''}, not a JSON value")
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def plain_json(value: Any, path: str = "value") -> Any:
+    """`value` as plain JSON types (str, int, float, bool, None, list, dict with str keys).
+
+    Subclasses of str / int / float (``torch.__version__`` is a str subclass, numpy floats are float
+    subclasses) become their base type, scalars with ``.item()`` (numpy, 0-d tensors) their Python
+    value, tuples lists. Anything else, and a NaN or infinite float (Postgres jsonb rejects them),
+    raises NotJSONError naming the field."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        raise NotJSONError(path, value, f"{value!r}")
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return plain_json(float(value), path)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise NotJSONError(f"{path} key {key!r}", key, "keys must be strings")
+            out[str(key)] = plain_json(item, f"{path}.{key}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [plain_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        try:
+            scalar = item()
+        except Exception:  # noqa: BLE001 - e.g. a tensor of several elements
+            scalar = value
+        if type(scalar) in (*_SCALARS, float):
+            return plain_json(scalar, path)
+    raise NotJSONError(path, value)
+
+
 def to_line(record: Record) -> str:
+    """One bundle line; raises NotJSONError (naming the field) for a value that is not plain JSON."""
     data = {"kind": _KIND_OF[type(record)], **record.__dict__}  # flat dataclasses: no deep copy needed
-    return json.dumps(data, ensure_ascii=False, default=str) + "\n"
+    try:
+        return json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"
+    except (TypeError, ValueError):  # coerce (numpy scalars...) or raise naming the field
+        return json.dumps(plain_json(data, _KIND_OF[type(record)]), ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -62,12 +62,13 @@ def run_cmd(
     from rich.console import Console
 
     from harness.config import resolve_db_url
-    from harness.run.runner import RunOptions, print_summary, run
+    from harness.run.runner import RunOptions, print_summary, progress_period_s, run
 
     err = Console(stderr=True)
     outcome = run(RunOptions(models=models, suites=suite, runner_group=runner_group, workers=workers, repo=repo,
                              db_url=resolve_db_url(db), timeout=timeout, branch=branch,
-                             show_progress=not as_json and err.is_terminal),
+                             show_progress=not as_json and err.is_terminal,
+                             plain_progress_s=None if err.is_terminal else progress_period_s()),
                   console=err)
     if as_json:
         print_json(outcome.as_json())
@@ -399,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         sys.stderr.write("harness: aborted\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("harness: interrupted\n")
+        return 130
     except CLICK_ERRORS as exc:  # usage errors arrive here under standalone_mode=False
         if type(exc).__name__ == "NoArgsIsHelpError":
             sys.stdout.write(exc.ctx.get_help() + "\n")

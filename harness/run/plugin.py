@@ -22,7 +22,16 @@ from typing import Any
 
 import pytest
 
-from harness.bundle import BenchmarkRecord, BundleWriter, ResultRecord, RunEnd, RunRecord, short_message
+from harness.bundle import (
+    BenchmarkRecord,
+    BundleWriter,
+    NotJSONError,
+    ResultRecord,
+    RunEnd,
+    RunRecord,
+    short_message,
+)
+from harness.run.plugin_records import PLAIN, RECORD_ERROR_PROPERTY, coerce_properties, internal_error_line
 
 EARLY_SIDECAR = pytest.StashKey[tuple]()
 BENCHMARK_PROPERTY = "harness_benchmark"
@@ -84,6 +93,14 @@ def start_sidecar(bundle: Path, db_url: str) -> subprocess.Popen[bytes]:
 def pytest_configure(config: pytest.Config) -> None:
     if not is_active(config):
         return
+    if os.environ.get("HARNESS_DIE_WITH_PARENT") == "1":  # set by `harness run`
+        from harness.run.lifeline import ENV_PARENT, die_with_parent
+
+        if hasattr(config, "workerinput"):  # an xdist worker dies with the pytest controller
+            parent = os.environ.get(ENV_PARENT)
+            die_with_parent(int(parent) if parent and parent.isdigit() else None)
+        else:
+            os.environ[ENV_PARENT] = str(os.getpid())  # inherited by the workers xdist starts
     config.addinivalue_line("markers", "benchmark: runs under the harness device sampler")
     known = config.getoption("harness_models") or os.environ.get("HARNESS_MODELS") or ""
     config.pluginmanager.register(ItemAnnotator([m for m in known.split(",") if m]), "harness-annotator")
@@ -137,6 +154,18 @@ class ItemAnnotator:
             benchmarks = benchmarks or item.get_closest_marker("benchmark") is not None
         if benchmarks and not config.pluginmanager.has_plugin("harness-sampler"):
             config.pluginmanager.register(BenchmarkSampling(), "harness-sampler")
+
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ANN201
+        """Coerce what the test recorded to plain JSON where it was recorded (the common case, model
+        and device strings only, costs one pass over two tuples)."""
+        report = yield
+        props = item.user_properties
+        if not all(type(v) in PLAIN for _, v in props):
+            props[:] = coerce_properties(props)
+            report.user_properties = list(props)
+        return report
 
 
 class BenchmarkSampling:
@@ -204,6 +233,10 @@ class Recorder:
         self.collect_errors: set[str] = set()
         self.counts: dict[str, int] = {}
         self.started = now_iso()
+        self.known_models = [m for m in (config.getoption("harness_models") or "").split(",") if m]
+        self.collected: set[str] = set()
+        self.finished: set[str] = set()
+        self.internal_error: str | None = None
         self._git = self._start_git_probe() if self.owner else None
         if early:
             self.sidecar: subprocess.Popen[bytes] | None = early[2]
@@ -235,6 +268,8 @@ class Recorder:
             state["benchmark"] = props[BENCHMARK_PROPERTY]
         if SAMPLES_PROPERTY in props:
             state["samples"] = props[SAMPLES_PROPERTY]
+        if RECORD_ERROR_PROPERTY in props:
+            state["record_error"] = props[RECORD_ERROR_PROPERTY]
         node = getattr(report, "node", None)
         state["worker"] = getattr(getattr(node, "gateway", None), "id", None)
         if when == "call" or when == "???" or (when == "setup" and not passed):
@@ -257,23 +292,65 @@ class Recorder:
             message=short_message(f"collection error: {message.lstrip('E ').strip() if message else ''}"),
             attempt=self.attempt, device=current_device()))
 
-    def _finish(self, nodeid: str) -> None:
-        state = self.pending.pop(nodeid)
-        outcome = state["outcome"] or "passed"
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self._collected(ids)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._collected([item.nodeid for item in session.items])
+
+    def _collected(self, ids: list[str]) -> None:
+        """Remember the selected tests; tell `harness run` (HARNESS_PROGRESS_FILE) how many, once."""
+        first = not self.collected
+        self.collected.update(ids)
+        path = os.environ.get("HARNESS_PROGRESS_FILE")
+        if first and path:
+            import json
+
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"suite": self.suite, "ids": ids}) + "\n")
+
+    def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
+        if self.internal_error is None:
+            self.internal_error = internal_error_line(excrepr, excinfo)
+
+    def _model_of(self, nodeid: str) -> str | None:
+        """A model name among the parameters of a test id (for tests whose reports were lost)."""
+        params = nodeid.rpartition("[")[2].rstrip("]") if nodeid.endswith("]") else ""
+        parts = set(params.split("-")) | set(Path(nodeid.split("::")[0]).parts)
+        return next((m for m in self.known_models if m in parts or f"test_{m}.py" in parts), None)
+
+    def _finish(self, nodeid: str, lost: str | None = None) -> None:
+        state = self.pending.pop(nodeid, None) or {"duration": 0.0, "outcome": None, "message": None}
+        self.finished.add(nodeid)
+        outcome, message = state["outcome"] or "passed", state["message"]
+        if lost is not None:  # no final report: never a pass
+            outcome, message = "error", short_message(lost)
+        elif state.get("record_error") and outcome in ("passed", "xfail", "skipped"):
+            outcome, message = "error", short_message(str(state["record_error"]))
+        bench = state.get("benchmark")
+        model = state.get("model") or self._model_of(nodeid) or (bench.get("model") if isinstance(bench, dict) else None)
+        if isinstance(bench, dict):
+            try:
+                self._write_benchmark(nodeid, bench, state, model)
+            except NotJSONError as exc:
+                if outcome not in ("failed", "error", "crashed", "timeout"):
+                    outcome, message = "error", short_message(f"record not stored: {exc}")
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         self.writer.write(ResultRecord(
             run=self.run_uuid, nodeid=nodeid, outcome=outcome, duration_s=round(state["duration"], 6),
-            model=state.get("model"), suite=self.suite, message=state["message"], attempt=self.attempt,
+            model=model, suite=self.suite, message=message, attempt=self.attempt,
             worker=state.get("worker"), device=state.get("device")))
-        bench = state.get("benchmark")
-        if isinstance(bench, dict):
-            known = {k: bench.get(k) for k in ("model", "config", "dtype", "batch_size", "prompt_length",
-                                               "gpu_name", "measurements", "device_samples")}
-            known["measurements"] = {**(known["measurements"] or {}),
-                                     **({"roofline": bench["roofline"]} if "roofline" in bench else {})}
-            known["device_samples"] = known["device_samples"] or state.get("samples") or []
-            known["model"] = known["model"] or state.get("model")
-            self.writer.write(BenchmarkRecord(run=self.run_uuid, nodeid=nodeid, created_at=now_iso(), **known))
+
+    def _write_benchmark(self, nodeid: str, bench: dict[str, Any], state: dict[str, Any],
+                         model: str | None) -> None:
+        known = {k: bench.get(k) for k in ("model", "config", "dtype", "batch_size", "prompt_length",
+                                           "gpu_name", "measurements", "device_samples")}
+        known["measurements"] = {**(known["measurements"] or {}),
+                                 **({"roofline": bench["roofline"]} if "roofline" in bench else {})}
+        known["device_samples"] = known["device_samples"] or state.get("samples") or []
+        known["model"] = known["model"] or model
+        self.writer.write(BenchmarkRecord(run=self.run_uuid, nodeid=nodeid, created_at=now_iso(), **known))
 
     def _header(self) -> RunRecord:
         sha = subject = author = email = branch = None
@@ -293,8 +370,16 @@ class Recorder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        for nodeid in list(self.pending):
-            self._finish(nodeid)
+        reason = self.internal_error or ("the session was interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED
+                                         else "the test's worker or its teardown was lost")
+        for nodeid in list(self.pending):  # started, never finished: an error, never a pass
+            self._finish(nodeid, lost=f"no final report: {reason}")
+        if self.internal_error is not None:
+            for nodeid in sorted(self.collected - self.finished):
+                self._finish(nodeid, lost=f"not run: {self.internal_error}")
+            if exitstatus in (0, 1, 5):  # xdist exits 0 after a worker's INTERNALERROR
+                session.exitstatus = exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            sys.stderr.write(f"harness: {self.internal_error}\n")  # the line `harness run` reports
         if self.owner:
             self.writer.write(self._header())
             status = "completed" if exitstatus in (0, 1, 5) else ("cancelled" if exitstatus == 2 else "failed")

@@ -31,7 +31,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfail", "xpass", "crashed", "timeout")
 FAILING_OUTCOMES = ("failed", "error", "crashed", "timeout", "xpass")
-RUN_STATUSES = ("running", "completed", "failed", "cancelled", "partial")
+RUN_STATUSES = ("running", "completed", "failed", "cancelled", "partial", "abandoned")
 
 
 def utcnow() -> datetime:
@@ -55,6 +55,7 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_latest", "branch", "runner_group", "started_at"),
         Index("ix_runs_commit", "commit_sha"),
+        Index("ix_runs_status", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -80,6 +81,7 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(16), default="running")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # written by the live `harness run`
 
 
 class TestResult(Base):

@@ -113,7 +113,7 @@ def test_database_unreachable_at_start(target: Path, db_url: str) -> None:
     assert proc.returncode == 1
     out = json.loads(proc.stdout)
     assert out["stored"] is False
-    lines = [ln for ln in proc.stderr.splitlines() if "not stored" in ln]
+    lines = [ln for ln in proc.stderr.splitlines() if "NOT stored" in ln]
     assert len(lines) == 1 and f"harness ingest {out['bundle']}" in lines[0]
     for _ in range(2):
         assert harness("ingest", out["bundle"], "--db", db_url, cwd=target).returncode == 0
