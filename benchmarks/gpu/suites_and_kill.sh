@@ -6,10 +6,10 @@ set -u
 OUT=${1:?outdir}
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
-start=$(date +%s.%N)
+start=$(date +%s)
 python3 -m harness.cli run --models all --suite slow,fa2,quantization --db "sqlite:///$OUT/results.db" --json \
   > "$OUT/suites.json" 2> "$OUT/suites.err"
-echo "suites rc=$? wall=$(echo "$(date +%s.%N) - $start" | bc)s"
+rc=$?; echo "suites rc=$rc wall=$(python3 -c "import time;print(round(time.time()-$start,1))")s"
 python3 - "$OUT/suites.json" <<'PY'
 import collections, json, sys
 d = json.load(open(sys.argv[1]))
