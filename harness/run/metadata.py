@@ -12,6 +12,9 @@ from pathlib import Path
 
 from harness.bundle import RunRecord
 from harness.errors import HarnessError
+from harness.run.gpus import GpuInfo, gpu_info
+
+__all__ = ["CommitInfo", "GpuInfo", "commit_info", "gpu_info", "open_repo", "package_version", "run_record"]
 
 
 @dataclass(frozen=True)
@@ -24,15 +27,6 @@ class CommitInfo:
     author: str
     email: str
     branch: str | None
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """Visible GPUs (after CUDA_VISIBLE_DEVICES), read through NVML without initialising CUDA."""
-
-    count: int
-    name: str | None
-    driver_cuda: str | None
 
 
 def open_repo(path: str | os.PathLike[str]):  # noqa: ANN201 - git.Repo, imported lazily
@@ -63,40 +57,6 @@ def commit_info(path: str | os.PathLike[str], branch: str | None = None) -> Comm
             branch = None
     return CommitInfo(repo=str(repo.working_tree_dir), sha=head.hexsha, subject=head.summary,
                       author=head.author.name, email=head.author.email, branch=branch)
-
-
-def _visible_indices(total: int) -> list[int]:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        return list(range(total))
-    out = []
-    for part in visible.split(","):
-        part = part.strip()
-        if part.isdigit() and int(part) < total:
-            out.append(int(part))
-        elif part:
-            break  # UUIDs or an invalid entry: CUDA stops at the first it cannot use
-    return out
-
-
-def gpu_info() -> GpuInfo:
-    """GPUs this process may use; zero when there is no NVIDIA driver."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no driver, no library: a CPU machine
-        return GpuInfo(0, None, None)
-    try:
-        indices = _visible_indices(pynvml.nvmlDeviceGetCount())
-        name = None
-        if indices:
-            raw = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(indices[0]))
-            name = raw.decode() if isinstance(raw, bytes) else raw
-        version = pynvml.nvmlSystemGetCudaDriverVersion()
-        return GpuInfo(len(indices), name, f"{version // 1000}.{(version % 1000) // 10}")
-    finally:
-        pynvml.nvmlShutdown()
 
 
 def package_version(name: str) -> str | None:

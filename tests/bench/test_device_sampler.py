@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from harness.run.device_sampler import DeviceSampler, visible_nvml_indices
+from harness.run.device_sampler import DeviceSampler
+from harness.run.gpus import visible_nvml_indices
 
 
 class _FakeNvml(types.ModuleType):
