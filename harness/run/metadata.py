@@ -1,4 +1,5 @@
-"""What a run records about where it ran: git commit (GitPython), CI event, machine, GPUs, versions."""
+"""What a run records about where it ran: git commit (the engine's `gitops`), CI event, machine, GPUs (`gpus`),
+versions."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.bundle import RunRecord
 from harness.errors import HarnessError
 from harness.run.gpus import GpuInfo, gpu_info
+
+if TYPE_CHECKING:
+    import git
 
 __all__ = ["CommitInfo", "GpuInfo", "commit_info", "gpu_info", "open_repo", "package_version", "run_record"]
 
@@ -29,24 +33,24 @@ class CommitInfo:
     branch: str | None
 
 
-def open_repo(path: str | os.PathLike[str]):  # noqa: ANN201 - git.Repo, imported lazily
-    """The git repository at `path` (its top level), or a HarnessError saying what is wrong."""
-    import git
+def open_repo(path: str | os.PathLike[str]) -> git.Repo:
+    """The git repository at `path` (its top level): the engine's `gitops.open_repo`, whose one-line error
+    becomes a HarnessError (exit 2). GitPython is imported on first use."""
+    from harness_bisect import gitops
 
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise HarnessError(f"--repo {p}: no such directory")
     try:
-        return git.Repo(p, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise HarnessError(f"--repo {p}: not a git repository (run `git init` or point at a clone)") from None
+        return gitops.open_repo(path)
+    except gitops.BisectError as exc:
+        raise HarnessError(exc.message) from None
 
 
 def commit_info(path: str | os.PathLike[str], branch: str | None = None) -> CommitInfo:
     """The commit at HEAD of `path`; the branch is `branch`, else Actions' ref, else the checkout's."""
+    from harness_bisect import gitops
+
     repo = open_repo(path)
     try:
-        head = repo.head.commit
+        head = gitops.commit_info(repo, repo.head.commit.hexsha)
     except ValueError:
         raise HarnessError(f"--repo {repo.working_tree_dir}: repository has no commits yet") from None
     branch = branch or os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME")
@@ -55,8 +59,8 @@ def commit_info(path: str | os.PathLike[str], branch: str | None = None) -> Comm
             branch = repo.active_branch.name
         except TypeError:  # detached HEAD
             branch = None
-    return CommitInfo(repo=str(repo.working_tree_dir), sha=head.hexsha, subject=head.summary,
-                      author=head.author.name, email=head.author.email, branch=branch)
+    return CommitInfo(repo=str(repo.working_tree_dir), sha=head.sha, subject=head.subject,
+                      author=head.author, email=head.email, branch=branch)
 
 
 def package_version(name: str) -> str | None:
