@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from harness.run.gpus import visible_handles
+from harness.run.gpus import nvml, visible_handles
 
 __all__ = ["DeviceSampler"]
 
@@ -37,11 +37,8 @@ class _Nvml:
         self.available = False
         self.handles: list[Any] = []
         self._mod: Any = None
-        try:
-            import pynvml  # nvidia-ml-py
-
-            pynvml.nvmlInit()
-        except Exception:  # no library, no driver, no GPU: sample CPU only
+        pynvml = nvml()
+        if pynvml is None:  # no library, no driver, no GPU: sample CPU only
             return
         self._mod = pynvml
         try:
