@@ -4,12 +4,12 @@ machine (no NVML) that cleanly has no GPUs, and the real NVML where a driver is 
 from __future__ import annotations
 
 import sys
-import types
 
 import pytest
 
 from harness.run import metadata
 from harness.run.gpus import GpuInfo, gpu_info, nvml, visible_handles, visible_nvml_indices
+from tests.fake_nvml import FakeNvml
 
 UUIDS = ["GPU-0a00-x", "GPU-0b11-x", "GPU-0b22-x"]
 
@@ -59,35 +59,6 @@ def test_this_machine_answers_cleanly() -> None:
     assert gpu_info({"CUDA_VISIBLE_DEVICES": ""}).count == 0
 
 
-class _Driver(types.ModuleType):
-    """Stands in for the NVML library on a machine without a driver: three devices."""
-
-    def __init__(self) -> None:
-        super().__init__("pynvml")
-        self.shutdowns = 0
-
-    def nvmlInit(self) -> None:  # noqa: N802 - NVML's names
-        pass
-
-    def nvmlShutdown(self) -> None:  # noqa: N802
-        self.shutdowns += 1
-
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
-        return 3
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:  # noqa: N802
-        return i
-
-    def nvmlDeviceGetUUID(self, h: int) -> bytes:  # noqa: N802 - older bindings return bytes
-        return UUIDS[h].encode()
-
-    def nvmlDeviceGetName(self, h: int) -> str:  # noqa: N802
-        return f"Card {h}"
-
-    def nvmlSystemGetCudaDriverVersion(self) -> int:  # noqa: N802
-        return 12040
-
-
 @pytest.mark.parametrize(("visible", "count", "name", "uuids"), [
     (None, 3, "Card 0", UUIDS),
     ("2,0", 2, "Card 2", [UUIDS[2], UUIDS[0]]),
@@ -96,7 +67,7 @@ class _Driver(types.ModuleType):
 ])
 def test_inventory_through_nvml(monkeypatch: pytest.MonkeyPatch, visible: str | None, count: int,
                                 name: str | None, uuids: list[str]) -> None:
-    driver = _Driver()
+    driver = FakeNvml(uuids=UUIDS, uuid_bytes=True)  # stands in for the driver this machine may lack
     monkeypatch.setitem(sys.modules, "pynvml", driver)
     env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
     assert gpu_info(env) == GpuInfo(count, name, "12.4", tuple(uuids))
