@@ -8,10 +8,7 @@ and which Actions runner group reruns and bisects each (the one whose machine ra
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,23 +161,6 @@ class DailyResult:
                 "slack": self.slack}
 
 
-@contextmanager
-def worktree_at(repo_path: str, sha: str) -> Iterator[Path]:
-    """A detached git worktree of `repo_path` at `sha` in a temporary folder, removed afterwards."""
-    from harness.run.metadata import open_repo
-
-    repo = open_repo(repo_path)
-    where = Path(tempfile.mkdtemp(prefix="harness-baseline-")) / sha[:12]
-    repo.git.worktree("add", "--detach", str(where), sha)
-    try:
-        yield where
-    finally:
-        try:
-            repo.git.worktree("remove", "--force", str(where))
-        finally:
-            shutil.rmtree(where.parent, ignore_errors=True)
-
-
 def _resolve(repo_path: str, rev: str) -> str:
     import git
 
@@ -275,16 +255,18 @@ def _validate(req: DailyRequest) -> tuple[Any, Any, str | None]:
 def run_daily(req: DailyRequest, log: Log = _quiet) -> DailyResult:
     """Baseline run (if needed), run at HEAD, new failures, confirmation, bisect, Slack; all stored.
     `log` gets one readable line per step (baseline, run, new failures, confirm, bisect, notify)."""
+    from harness_bisect.checkout import checkout_at
+
     from harness.report.slack import notify_slack
     from harness.triage import NoBaselineError, find_new_failures
-    from harness.triage.bisect_glue import bisect_run
+    from harness.triage.bisect_glue import bisect_run, engine_errors
     from harness.triage.confirm import confirm_new_failures
 
     slack, head, baseline_sha = _validate(req)
     bundle_dir = req.bundle_dir or str(Path(req.repo).resolve() / ".harness" / "bundles")
     baseline_id = None
     if baseline_sha:
-        with worktree_at(req.repo, baseline_sha) as tree:
+        with engine_errors(), checkout_at(req.repo, baseline_sha) as tree:  # in the bisect's worktree cache
             # the baseline belongs to the branch under test, so reports and the next day's triage
             # find it as that branch's previous run
             base = _run(req, str(tree), bundle_dir, branch=head.branch)

@@ -42,7 +42,7 @@ from harness_bisect.probe import (
     detect_gpus,
     kill_live,
 )
-from harness_bisect.report import BisectResult, CulpritReport, FlakyReport, ResultSink
+from harness_bisect.report import BisectResult, CulpritReport, ResultSink
 from harness_bisect.search import Scheduler
 from harness_bisect.verify import FailOracle, not_run_reason, verify_endpoints
 from harness_bisect.worktrees import WorktreePool, cache_root
@@ -242,7 +242,7 @@ def _verify_and_plan(executor: Executor, req: BisectRequest, positions: list[str
         more = f" (and {len(check.fails_at_good) - 1} more)" if len(check.fails_at_good) > 1 else ""
         raise BisectError(f"{check.fails_at_good[0]}{more} fails at good {positions[0][:12]} too, every attempt: "
                           "the breakage predates it; pass an older --good")
-    result.flaky = [FlakyReport(f.test, f.failures, f.attempts) for f in check.flaky]
+    result.flaky = list(check.flaky)
     result.not_reproduced = check.not_reproduced
     return Scheduler(check.candidates, n, req.workers), FailOracle(check.collect_fails)
 

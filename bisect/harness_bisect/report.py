@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from harness_bisect.flaky import Flaky
+
 
 @dataclass
 class CulpritReport:
@@ -20,13 +22,6 @@ class CulpritReport:
 
 
 @dataclass
-class FlakyReport:
-    test: str
-    failures: int
-    attempts: int
-
-
-@dataclass
 class BisectResult:
     """Everything a bisect found, plus the work it took."""
 
@@ -36,7 +31,7 @@ class BisectResult:
     probes: int = 0
     rounds: int = 0
     culprits: list[CulpritReport] = field(default_factory=list)
-    flaky: list[FlakyReport] = field(default_factory=list)
+    flaky: list[Flaky] = field(default_factory=list)
     not_reproduced: list[str] = field(default_factory=list)
     skipped_commits: list[str] = field(default_factory=list)
     method: str = "bisect"
@@ -49,7 +44,7 @@ class BisectResult:
             "good": self.good, "bad": self.bad, "commits_in_range": self.commits_in_range,
             "probes": self.probes, "rounds": self.rounds,
             "culprits": [asdict(c) for c in self.culprits],
-            "flaky": [asdict(f) for f in self.flaky],
+            "flaky": [f.to_json() for f in self.flaky],
             "not_reproduced": list(self.not_reproduced),
             "skipped_commits": list(self.skipped_commits),
             "method": self.method, "workers": self.workers, "wall_s": round(self.wall_s, 3),

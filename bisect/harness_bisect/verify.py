@@ -5,7 +5,7 @@ endpoint, in one round). Consistently failing at bad and passing at good: bisect
 not run at bad (not collected there, deselected, skipped, xfailed, or its probe could not start) is
 `did_not_run` with the reason: the caller's input is wrong, nothing is judged. Failing at both ends
 (the breakage predates good) is `fails_at_good`: good is not good for it. Really passing at bad:
-`not_reproduced`. Anything mixed: `flaky`,
+`not_reproduced`. Anything mixed at either end (`flaky.is_flaky` against `retries`): `flaky`,
 never blamed. A test whose module cannot even be collected at bad failed by that collection error,
 so for it a collection error counts as a failure everywhere; other skips stay skips.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness_bisect.executor import Executor, ProbeRequest
+from harness_bisect.flaky import Flaky, is_flaky
 from harness_bisect.probe import FAIL, PASS, RAN, SKIP, Attempt
 from harness_bisect.search import FAIL as V_FAIL
 from harness_bisect.search import PASS as V_PASS
@@ -22,20 +23,11 @@ from harness_bisect.search import SKIP as V_SKIP
 
 
 @dataclass
-class FlakyTest:
-    """A test with mixed outcomes at a fixed commit."""
-
-    test: str
-    failures: int
-    attempts: int
-
-
-@dataclass
 class Verification:
     """Which tests to bisect, and which not (flaky, not reproduced)."""
 
     candidates: list[str] = field(default_factory=list)
-    flaky: list[FlakyTest] = field(default_factory=list)
+    flaky: list[Flaky] = field(default_factory=list)
     not_reproduced: list[str] = field(default_factory=list)
     collect_fails: set[str] = field(default_factory=set)
     did_not_run: dict[str, str] = field(default_factory=dict)  # test -> why it did not run at bad
@@ -82,14 +74,14 @@ def classify(tests: list[str], at_bad: dict[str, list[Attempt]], at_good: dict[s
             out.did_not_run[test] = reason
         elif f_bad == 0:
             out.not_reproduced.append(test)
-        elif f_bad == retries and f_good == retries:
+        elif is_flaky(f_bad, retries) or is_flaky(f_good, retries):
+            out.flaky.append(Flaky(test, "", failures=f_bad + f_good, attempts=2 * retries))
+        elif f_good == retries:
             out.fails_at_good.append(test)
-        elif f_bad == retries and f_good == 0:
+        else:  # failing every attempt at bad, none at good
             out.candidates.append(test)
             if collect_fail:
                 out.collect_fails.add(test)
-        else:
-            out.flaky.append(FlakyTest(test, failures=f_bad + f_good, attempts=2 * retries))
     return out
 
 

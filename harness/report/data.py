@@ -6,7 +6,8 @@ other runner groups (one CI matrix); each failure is labelled with its own run's
 
 One story: `totals`, the per-model table, the failure list and the thread all come from one read of
 the final attempts; every failing test is in `failing` exactly once, as new, still failing or flaky.
-A failing test is flaky only on evidence (`_flaky`): its attempts in this run disagree, a
+A failing test is flaky only on evidence (`_flaky`, each piece judged by `harness_bisect.flaky.is_flaky`):
+its attempts in this run disagree, a
 confirmation or bisect of this run recorded it flaky, or it has a flaky record and also failed in one
 of its recent earlier runs. A test that passed in every earlier run, or that has a culprit for this
 run, is never called flaky on an old record.
@@ -18,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness_bisect.flaky import Flaky, is_flaky, observe
 from sqlalchemy import and_, func, or_, select
 
 from harness.errors import HarnessError
@@ -52,21 +54,6 @@ class FailureItem:
     runner_group: str | None = None  # of the run the result belongs to
     culprit: CulpritInfo | None = None
     kind: str = "new"
-
-
-@dataclass(frozen=True)
-class FlakyItem:
-    """A test of this run with flaky evidence (`failed`: its final attempt failed here)."""
-
-    nodeid: str
-    device: str
-    failures: int
-    attempts: int
-    failed: bool = True
-
-    @property
-    def fail_rate(self) -> float:
-        return self.failures / self.attempts if self.attempts else 0.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +106,7 @@ class ReportData:
     models: list[ModelRow] = field(default_factory=list)
     failing: list[FailureItem] = field(default_factory=list)
     fixed: int = 0
-    flaky: list[FlakyItem] = field(default_factory=list)
+    flaky: list[Flaky] = field(default_factory=list)  # `failed`: its final attempt failed here
     perf_alerts: list[PerfAlertItem] = field(default_factory=list)
 
     @property
@@ -287,7 +274,7 @@ def _failed_before(session: Any, runs: list[Any], hashes: set[str]) -> set[str]:
     return set(rows)
 
 
-def _flaky(session: Any, runs: list[Any], failing: list[Any], results: list[Any], broken: set[str]) -> list[FlakyItem]:
+def _flaky(session: Any, runs: list[Any], failing: list[Any], results: list[Any], broken: set[str]) -> list[Flaky]:
     """Tests of these runs with flaky evidence (see the module docstring), never one with a culprit here."""
     t, f = TestResult.__table__, FlakyTest.__table__
     ids = [x.id for x in runs]
@@ -298,22 +285,22 @@ def _flaky(session: Any, runs: list[Any], failing: list[Any], results: list[Any]
     tried: dict[tuple[int, str], list[Any]] = defaultdict(list)
     for a in attempts:
         tried[(a.run_id, a.nodeid_hash)].append(a)
-    out: dict[str, FlakyItem] = {}
+    out: dict[str, Flaky] = {}
     for key, rows in tried.items():  # evidence 1: attempts of this run disagree
-        fails = sum(1 for a in rows if a.outcome in FAILING_OUTCOMES)
-        if 0 < fails < len(rows) and key[1] not in broken:
-            last = final[key]
-            out[last.nodeid] = FlakyItem(last.nodeid, last.device or "", fails, len(rows),
-                                         last.outcome in FAILING_OUTCOMES)
+        last = final[key]
+        seen = observe(last.nodeid, [a.outcome in FAILING_OUTCOMES for a in rows], device=last.device or "",
+                       last_failed=last.outcome in FAILING_OUTCOMES)
+        if seen is not None and key[1] not in broken:
+            out[last.nodeid] = seen
     hashes = {row.nodeid_hash for row in failing} - broken
     if not hashes:
         return sorted(out.values(), key=lambda x: (-x.fail_rate, x.nodeid))
-    records = session.execute(select(f).where(and_(f.c.nodeid_hash.in_(sorted(hashes)), f.c.failures > 0,
-                                                   f.c.failures < f.c.attempts))).all()
+    records = [row for row in session.execute(select(f).where(f.c.nodeid_hash.in_(sorted(hashes)))).all()
+               if is_flaky(row.failures, row.attempts)]
     failed_before = _failed_before(session, runs, {row.nodeid_hash for row in records})
     for row in records:  # evidence 2: recorded flaky by this run's confirmation / bisect, or 3: record + history
         if row.last_run_id in ids or row.nodeid_hash in failed_before:
-            out.setdefault(row.nodeid, FlakyItem(row.nodeid, row.device or "", row.failures, row.attempts))
+            out.setdefault(row.nodeid, Flaky(row.nodeid, row.device or "", row.failures, row.attempts))
     return sorted(out.values(), key=lambda x: (-x.fail_rate, x.nodeid))
 
 

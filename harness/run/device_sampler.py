@@ -23,37 +23,11 @@ from typing import Any
 
 import psutil
 
-__all__ = ["DeviceSampler", "visible_nvml_indices"]
+from harness.run.gpus import nvml, visible_handles
+
+__all__ = ["DeviceSampler"]
 
 _MB = 1024.0 * 1024.0
-
-
-def visible_nvml_indices(device_count: int, visible: str | None, uuids: list[str] | None = None) -> list[int]:
-    """Map ``CUDA_VISIBLE_DEVICES`` onto NVML indices (CUDA ordinal order).
-
-    ``visible`` unset means every device; entries may be integers or (prefixes of) UUIDs;
-    like CUDA, parsing stops at the first invalid entry.
-    """
-    if visible is None:
-        return list(range(device_count))
-    out: list[int] = []
-    for raw in visible.split(","):
-        entry = raw.strip()
-        if not entry:
-            break
-        if entry.lstrip("-").isdigit():
-            idx = int(entry)
-            if idx < 0 or idx >= device_count:
-                break
-        else:
-            matches = [i for i, u in enumerate(uuids or []) if u.startswith(entry)]
-            if len(matches) != 1:
-                break
-            idx = matches[0]
-        if idx in out:
-            break
-        out.append(idx)
-    return out
 
 
 class _Nvml:
@@ -63,19 +37,12 @@ class _Nvml:
         self.available = False
         self.handles: list[Any] = []
         self._mod: Any = None
-        try:
-            import pynvml  # nvidia-ml-py
-
-            pynvml.nvmlInit()
-        except Exception:  # no library, no driver, no GPU: sample CPU only
+        pynvml = nvml()
+        if pynvml is None:  # no library, no driver, no GPU: sample CPU only
             return
         self._mod = pynvml
         try:
-            count = pynvml.nvmlDeviceGetCount()
-            all_handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-            uuids = [_as_str(pynvml.nvmlDeviceGetUUID(h)) for h in all_handles]
-            order = visible_nvml_indices(count, os.environ.get("CUDA_VISIBLE_DEVICES"), uuids)
-            self.handles = [all_handles[i] for i in order]
+            self.handles = visible_handles(pynvml)
             self.available = True
         except Exception:
             self.close()
@@ -106,10 +73,6 @@ class _Nvml:
         self._mod = None
         self.available = False
         self.handles = []
-
-
-def _as_str(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class DeviceSampler:

@@ -1,4 +1,5 @@
-"""What a run records about where it ran: git commit (GitPython), CI event, machine, GPUs, versions."""
+"""What a run records about where it ran: git commit (the engine's `gitops`), CI event, machine, GPUs (`gpus`),
+versions."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.bundle import RunRecord
 from harness.errors import HarnessError
+from harness.run.gpus import GpuInfo, gpu_info
+
+if TYPE_CHECKING:
+    import git
+
+__all__ = ["CommitInfo", "GpuInfo", "commit_info", "gpu_info", "open_repo", "package_version", "run_record"]
 
 
 @dataclass(frozen=True)
@@ -26,33 +33,24 @@ class CommitInfo:
     branch: str | None
 
 
-@dataclass(frozen=True)
-class GpuInfo:
-    """Visible GPUs (after CUDA_VISIBLE_DEVICES), read through NVML without initialising CUDA."""
+def open_repo(path: str | os.PathLike[str]) -> git.Repo:
+    """The git repository at `path` (its top level): the engine's `gitops.open_repo`, whose one-line error
+    becomes a HarnessError (exit 2). GitPython is imported on first use."""
+    from harness_bisect import gitops
 
-    count: int
-    name: str | None
-    driver_cuda: str | None
-
-
-def open_repo(path: str | os.PathLike[str]):  # noqa: ANN201 - git.Repo, imported lazily
-    """The git repository at `path` (its top level), or a HarnessError saying what is wrong."""
-    import git
-
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise HarnessError(f"--repo {p}: no such directory")
     try:
-        return git.Repo(p, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise HarnessError(f"--repo {p}: not a git repository (run `git init` or point at a clone)") from None
+        return gitops.open_repo(path)
+    except gitops.BisectError as exc:
+        raise HarnessError(exc.message) from None
 
 
 def commit_info(path: str | os.PathLike[str], branch: str | None = None) -> CommitInfo:
     """The commit at HEAD of `path`; the branch is `branch`, else Actions' ref, else the checkout's."""
+    from harness_bisect import gitops
+
     repo = open_repo(path)
     try:
-        head = repo.head.commit
+        head = gitops.commit_info(repo, repo.head.commit.hexsha)
     except ValueError:
         raise HarnessError(f"--repo {repo.working_tree_dir}: repository has no commits yet") from None
     branch = branch or os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME")
@@ -61,42 +59,8 @@ def commit_info(path: str | os.PathLike[str], branch: str | None = None) -> Comm
             branch = repo.active_branch.name
         except TypeError:  # detached HEAD
             branch = None
-    return CommitInfo(repo=str(repo.working_tree_dir), sha=head.hexsha, subject=head.summary,
-                      author=head.author.name, email=head.author.email, branch=branch)
-
-
-def _visible_indices(total: int) -> list[int]:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        return list(range(total))
-    out = []
-    for part in visible.split(","):
-        part = part.strip()
-        if part.isdigit() and int(part) < total:
-            out.append(int(part))
-        elif part:
-            break  # UUIDs or an invalid entry: CUDA stops at the first it cannot use
-    return out
-
-
-def gpu_info() -> GpuInfo:
-    """GPUs this process may use; zero when there is no NVIDIA driver."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no driver, no library: a CPU machine
-        return GpuInfo(0, None, None)
-    try:
-        indices = _visible_indices(pynvml.nvmlDeviceGetCount())
-        name = None
-        if indices:
-            raw = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(indices[0]))
-            name = raw.decode() if isinstance(raw, bytes) else raw
-        version = pynvml.nvmlSystemGetCudaDriverVersion()
-        return GpuInfo(len(indices), name, f"{version // 1000}.{(version % 1000) // 10}")
-    finally:
-        pynvml.nvmlShutdown()
+    return CommitInfo(repo=str(repo.working_tree_dir), sha=head.sha, subject=head.subject,
+                      author=head.author, email=head.email, branch=branch)
 
 
 def package_version(name: str) -> str | None:

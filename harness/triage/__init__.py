@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.triage.new_failures import FlakyResult, NewFailures, TestDelta, find_new_failures
+from harness.triage.new_failures import NewFailures, TestDelta, find_new_failures
 from harness.triage.runs import NoBaselineError, TriageError
 
-__all__ = ["FlakyResult", "NewFailures", "NoBaselineError", "TestDelta", "TriageError", "find_new_failures"]
+__all__ = ["NewFailures", "NoBaselineError", "TestDelta", "TriageError", "find_new_failures"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from harness.errors import HarnessError
 from harness.run.target import load_target, suite_environment
 from harness.store import Store
 from harness.store.schema import Culprit, nodeid_hash, utcnow
-from harness.triage.flaky import FlakyObservation, record_flaky
+from harness.triage.flaky import record_flaky
 
 __all__ = ["FAIL", "Attempt", "BisectInputError", "BisectRequest", "BisectResult", "StoreSink", "bisect_command",
            "bisect_run", "recorded_repo", "rerun", "run_bisect", "store_culprits", "suite_env_for_tests",
@@ -157,8 +157,8 @@ class StoreSink:
     def record(self, result: BisectResult) -> None:
         store_culprits(self.store, result, self.run_id)
         if result.flaky and self.devices is not None:
-            record_flaky(self.store, [FlakyObservation(f.test, self.devices.get(f.test, ""), f.failures, f.attempts)
-                                      for f in result.flaky], self.run_id)
+            record_flaky(self.store, [replace(f, device=self.devices.get(f.test, "")) for f in result.flaky],
+                         self.run_id)
 
 
 # ---- a stored run's new failures -------------------------------------------------------------------

@@ -3,8 +3,8 @@
 The repository is `--repo`, else `runs.repo` when that path exists here, else the current directory.
 The commit is checked out in a git worktree in the cache folder (the user's checkout is untouched) and
 all candidates run in one pytest process, N attempts each. A candidate that fails every attempt stays
-new; one with mixed results is flaky: it leaves `new` and its counts (the original failure included)
-accumulate in `flaky_tests`. A candidate that cannot run here (skipped, not collected, no install)
+new; one with mixed results (`harness_bisect.flaky.is_flaky` over the original failure and the reruns
+that ran) is flaky: it leaves `new` and its counts accumulate in `flaky_tests`. A candidate that cannot run here (skipped, not collected, no install)
 stays new, unconfirmed.
 """
 
@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from harness_bisect.flaky import Flaky, observe
+
 from harness.store import Store
 from harness.triage.bisect_glue import FAIL, recorded_repo, rerun
-from harness.triage.flaky import FlakyObservation, record_flaky
-from harness.triage.new_failures import FlakyResult, NewFailures
+from harness.triage.flaky import record_flaky
+from harness.triage.new_failures import NewFailures, TestDelta
 from harness.triage.runs import TriageError, get_run
 
 INCONCLUSIVE = ("skipped", "xfail", "absent", "deselected", "not_run", "collect_error")
@@ -39,14 +41,14 @@ def confirm_new_failures(store: Store, result: NewFailures, attempts: int = 3, r
     # with the environment their suites had in the run (e.g. RUN_SLOW=1)
     found = rerun(repo_path, sha, [d.nodeid for d in result.new], {d.suite for d in result.new}, attempts,
                   cache_dir)
-    keep, flaky = [], []
+    keep: list[TestDelta] = []
+    flaky: list[Flaky] = []
     for delta in result.new:
         ran = [a for a in found.get(delta.nodeid, []) if a.outcome not in INCONCLUSIVE]
-        fails = sum(1 for a in ran if a.status == FAIL)
-        if not ran or fails == len(ran):
+        seen = observe(delta.nodeid, [True, *(a.status == FAIL for a in ran)], device=delta.device or "")
+        if seen is None:  # failed every attempt that ran (or none ran): stays new
             keep.append(delta)
         else:
-            flaky.append(FlakyResult(delta.nodeid, delta.device or "", failures=1 + fails, attempts=1 + len(ran)))
-    record_flaky(store, [FlakyObservation(f.nodeid, f.device, f.failures, f.attempts) for f in flaky],
-                 result.run_id)
+            flaky.append(seen)
+    record_flaky(store, flaky, result.run_id)
     return replace(result, new=keep, flaky=result.flaky + flaky, confirmed=True)

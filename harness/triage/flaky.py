@@ -1,27 +1,21 @@
-"""Flaky-test history: one `flaky_tests` row per test and device whose counts accumulate."""
+"""Flaky-test history: one `flaky_tests` row per test and device whose counts accumulate.
+
+What a flaky observation is, and when a test is flaky, is defined once in `harness_bisect.flaky`
+(`Flaky`, `is_flaky`); this module only keeps the history.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from harness_bisect.flaky import Flaky
 from sqlalchemy.dialects import postgresql, sqlite
 
 from harness.store import Store
 from harness.store.schema import FlakyTest, nodeid_hash, utcnow
 
 
-@dataclass(frozen=True)
-class FlakyObservation:
-    """`failures` out of `attempts` for one test on one device."""
-
-    nodeid: str
-    device: str
-    failures: int
-    attempts: int
-
-
-def record_flaky(store: Store, observations: Iterable[FlakyObservation], run_id: int | None = None) -> int:
+def record_flaky(store: Store, observations: Iterable[Flaky], run_id: int | None = None) -> int:
     """Upsert each observation: add its counts to the test's row for that device; rows touched."""
     obs = list(observations)
     if not obs:
@@ -32,7 +26,7 @@ def record_flaky(store: Store, observations: Iterable[FlakyObservation], run_id:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         for o in obs:
             stmt = dialect.insert(table).values(
-                nodeid=o.nodeid, nodeid_hash=nodeid_hash(o.nodeid), device=o.device or "",
+                nodeid=o.test, nodeid_hash=nodeid_hash(o.test), device=o.device or "",
                 failures=o.failures, attempts=o.attempts, last_run_id=run_id, first_seen=now, last_seen=now)
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["nodeid_hash", "device"],

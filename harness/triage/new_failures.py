@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness_bisect.flaky import Flaky
 from sqlalchemy import select
 
 from harness.store import Store
@@ -27,7 +28,7 @@ from harness.triage.runs import (
     latest_run,
 )
 
-__all__ = ["FlakyResult", "NewFailures", "NoBaselineError", "TestDelta", "TriageError", "find_new_failures"]
+__all__ = ["NewFailures", "NoBaselineError", "TestDelta", "TriageError", "find_new_failures"]
 
 
 @dataclass
@@ -46,16 +47,6 @@ class TestDelta:
 
 
 @dataclass
-class FlakyResult:
-    """A candidate that did not fail every confirmation attempt (counts include the original failure)."""
-
-    nodeid: str
-    device: str
-    failures: int
-    attempts: int
-
-
-@dataclass
 class NewFailures:
     """The comparison of a run with its baseline."""
 
@@ -65,14 +56,14 @@ class NewFailures:
     still_failing: list[TestDelta] = field(default_factory=list)
     fixed: list[TestDelta] = field(default_factory=list)
     missing: list[TestDelta] = field(default_factory=list)
-    flaky: list[FlakyResult] = field(default_factory=list)
+    flaky: list[Flaky] = field(default_factory=list)  # confirmation: counts include the original failure
     confirmed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "baseline_id": self.baseline_id, "confirmed": self.confirmed,
                 "counts": {k: len(getattr(self, k)) for k in ("new", "still_failing", "fixed", "missing", "flaky")},
-                **{k: [asdict(d) for d in getattr(self, k)]
-                   for k in ("new", "still_failing", "fixed", "missing", "flaky")}}
+                **{k: [asdict(d) for d in getattr(self, k)] for k in ("new", "still_failing", "fixed", "missing")},
+                "flaky": [f.to_json("nodeid", device=True) for f in self.flaky]}
 
 
 def _delta(now: Outcome | None, before: Outcome | None) -> TestDelta:

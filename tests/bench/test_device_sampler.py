@@ -5,43 +5,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import types
 from datetime import datetime, timezone
 
 import pytest
 
-from harness.run.device_sampler import DeviceSampler, visible_nvml_indices
-
-
-class _FakeNvml(types.ModuleType):
-    """Two GPUs whose utilisation is 10 * index and memory 1 GiB * (index + 1)."""
-
-    def __init__(self, fail_init: bool = False) -> None:
-        super().__init__("pynvml")
-        self.fail_init = fail_init
-        self.shutdowns = 0
-
-    def nvmlInit(self) -> None:  # noqa: N802 - NVML's names
-        if self.fail_init:
-            raise RuntimeError("NVML Shared Library Not Found")
-
-    def nvmlShutdown(self) -> None:  # noqa: N802
-        self.shutdowns += 1
-
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
-        return 2
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:  # noqa: N802
-        return i
-
-    def nvmlDeviceGetUUID(self, h: int) -> str:  # noqa: N802
-        return f"GPU-000{h}-aaaa"
-
-    def nvmlDeviceGetUtilizationRates(self, h: int) -> types.SimpleNamespace:  # noqa: N802
-        return types.SimpleNamespace(gpu=10 * h, memory=0)
-
-    def nvmlDeviceGetMemoryInfo(self, h: int) -> types.SimpleNamespace:  # noqa: N802
-        return types.SimpleNamespace(used=(h + 1) << 30, total=80 << 30, free=0)
+from harness.run.device_sampler import DeviceSampler
+from harness.run.gpus import visible_nvml_indices
+from tests.fake_nvml import FakeNvml as _FakeNvml
 
 
 def test_real_samples_have_seed_fields() -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import git
+import psutil
 import pytest
 from harness_bisect.api import BisectRequest, run_bisect
 from sqlalchemy import select
@@ -93,8 +94,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case: str, tmp_path:
 def _running(pid: int) -> bool:
     """Whether `pid` is a live process (a killed, unreaped zombie is not)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
         return False
 
 

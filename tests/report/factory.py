@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+from harness_bisect.flaky import Flaky
 from sqlalchemy import select
 
 from harness.bundle import BenchmarkRecord, ResultRecord, RunEnd, RunRecord
 from harness.store.db import Store
 from harness.store.schema import Culprit, Run, nodeid_hash
 from harness.store.writer import write_records
-from harness.triage.flaky import FlakyObservation, record_flaky
+from harness.triage.flaky import record_flaky
 from suites.benchmark.metrics import declare
 
 T0 = datetime(2024, 5, 1, 12, 0, 0)
@@ -125,7 +126,7 @@ def cpu_regression(store: Store, earlier_runs: int = 5) -> CpuRegression:
             s.add(Culprit(run_id=ids[-1], nodeid=nodeid, nodeid_hash=nodeid_hash(nodeid), commit_sha=culprit,
                           author="Ada Lovelace", email="ada@example.com", subject="rotary: cache cos/sin", pr=7,
                           good_sha=sha(earlier_runs - 1, "cpu"), bad_sha=culprit))
-    record_flaky(store, [FlakyObservation(n, "cpu", 1, 10) for n in BROKEN[:3]], ids[0])  # a year-old story
-    record_flaky(store, [FlakyObservation(FLAKY[0], "cpu", 2, 6)], ids[1])
-    record_flaky(store, [FlakyObservation(FLAKY[1], "cpu", 1, 5)], ids[3])
+    record_flaky(store, [Flaky(n, "cpu", 1, 10) for n in BROKEN[:3]], ids[0])  # a year-old story
+    record_flaky(store, [Flaky(FLAKY[0], "cpu", 2, 6)], ids[1])
+    record_flaky(store, [Flaky(FLAKY[1], "cpu", 1, 5)], ids[3])
     return CpuRegression(ids[-1], ids[:-1], culprit)

@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
+from harness_bisect.flaky import Flaky
 
 from harness.report.blocks import MAX_BLOCKS, Links, Mentions, build_report, escape, iter_texts
 from harness.report.data import (
     CulpritInfo,
     FailureItem,
-    FlakyItem,
     ModelRow,
     PerfAlertItem,
     ReportData,
@@ -60,8 +60,8 @@ def realistic() -> ReportData:
                         "failed", "AssertionError: window", sg, None, "flaky"),
         ],
         fixed=2,
-        flaky=[FlakyItem("tests/models/llama/test_modeling_llama.py::test_batched_beam_search", "cuda:0", 3, 10),
-               FlakyItem("tests/models/mistral/test_modeling_mistral.py::test_sliding_window", "cuda:1", 1, 20)],
+        flaky=[Flaky("tests/models/llama/test_modeling_llama.py::test_batched_beam_search", "cuda:0", 3, 10),
+               Flaky("tests/models/mistral/test_modeling_mistral.py::test_sliding_window", "cuda:1", 1, 20)],
         perf_alerts=[PerfAlertItem("time_to_first_token_secs", "llama", "NVIDIA A10G", "b" * 40, "c0ffee0" + "1" * 33,
                                    0.512, 0.571, 0.115, 2.1e-9, "regression"),
                      PerfAlertItem("roofline.decode_efficiency", "llama", "NVIDIA A10G", "b" * 40,
@@ -163,7 +163,7 @@ def test_limits_with_thousands_of_failures() -> None:
     data.failing = [FailureItem(f"tests/test_big.py::test_case_{i}_" + "x" * 200, "llama", "slow", "failed",
                                 long_msg + str(i % 70), "single-gpu", CulpritInfo(f"{i % 300:040x}"))
                     for i in range(3000)]
-    data.flaky = [FlakyItem(f"tests/test_flaky.py::test_{i}", "cpu", 1, 3) for i in range(500)]
+    data.flaky = [Flaky(f"tests/test_flaky.py::test_{i}", "cpu", 1, 3) for i in range(500)]
     data.models = [ModelRow(f"model_{i}", {"single-gpu": i, "multi-gpu": i}) for i in range(200)]
     report = build_report(data, LINKS, MENTIONS)
     for message in [report.main, *report.replies]:
