@@ -253,8 +253,12 @@ def targets_check(
     runner_group: Annotated[str, typer.Option("--runner-group", help="cpu | single-gpu | multi-gpu")] = "cpu",
     as_json: JsonOption = False,
 ) -> None:
-    """Validate a target's description (harness.toml or \\[tool.harness]), collect its tests (nothing runs) and
-    print per model and suite how many are selected and attributed; exit 2 when the description is unusable."""
+    """Validate a target's description (harness.toml or \\[tool.harness]) and count what each model selects.
+
+    Collects the tests (pytest --collect-only, nothing runs) and prints per model and suite how many are
+    selected and attributed; exit 2 when the description selects nothing or everything for a model, or
+    names a path, marker or variable that does not exist.
+    """
     from harness.run.explain import check, describe
     from harness.run.runner_groups import validate_group
 
