@@ -20,7 +20,7 @@ ENV = "HARNESS_CHECK_SPEC"
 
 def _under(nodeid: str, path: str) -> bool:
     path = path.rstrip("/")
-    return path in (".", "") or nodeid == path or nodeid.startswith(path + "/") or nodeid.startswith(path + "::")
+    return path in (".", "") or nodeid == path or nodeid.startswith((path + "/", path + "::", path + "["))
 
 
 def _compile(expr: str | None, option: str) -> Expression | None:

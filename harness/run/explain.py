@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -175,6 +176,8 @@ def marker_names(expression: str | None) -> set[str]:
 def check(repo: str, models: str = "all", suites: str | None = None, runner_group: str = "cpu") -> TargetPlan:
     """`explain`, then collect each suite and count per model; problems make `targets check` exit 2."""
     plan = explain(repo, models, suites, runner_group)
+    if plan.problems:  # a missing path or an unread variable: collecting would only repeat it
+        return plan
     target = load_target(plan.root)
     selected = plan.models_selected
     totals = {m: 0 for m in selected}
@@ -221,7 +224,7 @@ def describe(plan: TargetPlan) -> list[str]:
              f"  models: {', '.join(plan.models_known) or '-'}",
              f"  selected: {', '.join(plan.models_selected) or 'all tests'}", f"  install: {plan.install or '-'}"]
     for s in plan.suites:
-        lines += [f"suite {s.suite}: {' '.join(s.command)}",
+        lines += [f"suite {s.suite}: {shlex.join(s.command)}",
                   f"  env: {s.env or '-'}; runner groups: {', '.join(s.runner_groups)}", f"  why: {s.why}"]
         if s.collected is not None:
             lines.append(f"  collected {s.collected}; selected by a model but unattributed: {s.unattributed}")
