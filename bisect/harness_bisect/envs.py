@@ -11,15 +11,21 @@ come before site-packages and before an editable finder. A commit that changes a
 new key, hence a fresh environment and one more install. An install that fails marks its key: probes at
 commits with that key are skipped with the reason, without running it again.
 
-The environment folder sits beside the worktree the install ran in (``<tree>.env-<key>``), so it is
-removed with the worktrees, also by the stale-worktree cleanup after a killed bisect.
+Environments live in ``<cache>/envs/<repo key>/<dependency key>/`` and outlive the bisect: a later
+bisect of the same repository whose commits have the same dependency files reuses one without
+installing (the progress line says so). A successful install writes ``meta.json`` last, so a killed
+install is never reused; installs of one key are serialised across processes by a lock file; the
+`KEEP` most recently used environments of a repository are kept, older ones removed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
 import re
+import shutil
 import site
 import subprocess
 import sys
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+KEEP = 4
 DEPENDENCY_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "requirements*.txt", "harness.toml")
 
 RunFn = Callable[..., tuple[int, bool]]  # probe._run(cmd, tree, env, log, timeout, cwd)
@@ -94,11 +101,13 @@ def recorded_sources(venv: Path, install_root: Path) -> list[str]:
 class SharedEnvs:
     """The environments of one bisect, keyed by dependency key; thread-safe."""
 
-    def __init__(self, patterns: tuple[str, ...] = DEPENDENCY_FILES) -> None:
+    def __init__(self, cache: Path, patterns: tuple[str, ...] = DEPENDENCY_FILES) -> None:
+        self.cache = cache
         self.patterns = patterns
         self.envs: dict[str, Env] = {}
         self.locks: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
+        self.started = 0
         self.installs = 0
         self.install_s = 0.0
 
@@ -112,18 +121,46 @@ class SharedEnvs:
         with lock:
             known = self.envs.get(key)
             if known is None:
-                known = self._install(tree, base, command, env, log, timeout, run, key, progress)
+                known = self.envs[key] = self._load_or_install(tree, base, command, env, log, timeout, run, key,
+                                                               progress)
         if known.failure:
             return known.failure
         tree.data["venv"] = known.venv
         tree.data["env"] = known
         return None
 
+    def _load_or_install(self, tree: Any, base: Path, command: str, env: dict[str, str], log: Path,
+                         timeout: float, run: RunFn, key: str, progress: Callable[[str], None] | None) -> Env:
+        from harness_bisect.worktrees import repo_key
+
+        folder = self.cache / "envs" / repo_key(tree.repo)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{key}.lock", "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)  # another bisect may be installing this key
+            meta = folder / key / "meta.json"
+            if meta.is_file():
+                data = json.loads(meta.read_text())
+                meta.touch()
+                if progress:
+                    progress(f"  install skipped at {(getattr(tree, 'current', None) or '')[:10]}: reusing the "
+                             f"environment of an earlier bisect (same dependency files, key {key})")
+                return Env(venv=folder / key / "venv", install_root=Path(data["install_root"]),
+                           sources=data["sources"])
+            shutil.rmtree(folder / key, ignore_errors=True)  # a killed install: start again
+            found = self._install(tree, base, command, env, log, timeout, run, key, progress, folder / key)
+            if not found.failure:
+                meta.write_text(json.dumps({"install_root": str(found.install_root), "sources": found.sources,
+                                            "command": command}))
+        _prune(folder, keep=KEEP)
+        return found
+
     def _install(self, tree: Any, base: Path, command: str, env: dict[str, str], log: Path, timeout: float,
-                 run: RunFn, key: str, progress: Callable[[str], None] | None) -> Env:
-        venv = make_venv(tree.path.with_name(f"{tree.path.name}.env-{key}"))
+                 run: RunFn, key: str, progress: Callable[[str], None] | None, where: Path) -> Env:
+        venv = make_venv(where / "venv")
         env = {**env, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
-        why = "first install" if not self.envs else "dependency files changed"
+        with self.lock:
+            why = "dependency files changed" if self.started else "first install"
+            self.started += 1
         started = time.perf_counter()
         rc, timed_out = run(command, tree, env, log, timeout, base)
         took = time.perf_counter() - started
@@ -137,7 +174,6 @@ class SharedEnvs:
         found = Env(venv=venv, install_root=tree.path, sources=recorded_sources(venv, tree.path))
         if rc != 0 or timed_out:
             found.failure = f"install failed ({'timeout' if timed_out else f'exit {rc}'}): {_tail(log)}"
-        self.envs[key] = found
         return found
 
     @staticmethod
@@ -156,6 +192,19 @@ class SharedEnvs:
             if mine:
                 env["PYTHONPATH"] = os.pathsep.join([*dict.fromkeys(mine), *filter(None, [env.get("PYTHONPATH")])])
         return env
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Remove all but the `keep` most recently used environments of a repository (not locked ones)."""
+    done = sorted((p for p in folder.iterdir() if (p / "meta.json").is_file()),
+                  key=lambda p: (p / "meta.json").stat().st_mtime, reverse=True)
+    for old in done[keep:]:
+        with open(folder / f"{old.name}.lock", "w") as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # in use by another bisect
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _tail(path: Path, limit: int = 300) -> str:

@@ -184,7 +184,7 @@ class ProbeRunner:
         self.config = config
         self.plugin_dir = plugin_dir(cache)
         self.xdist = importlib.util.find_spec("xdist") is not None
-        self.envs = SharedEnvs()  # one install per dependency key, shared by the worktrees (envs.py)
+        self.envs = SharedEnvs(cache)  # one install per dependency key, shared by the worktrees (envs.py)
         self.progress = None  # set by the Executor: install lines go to the bisect's progress
 
     def base(self, tree: Worktree) -> Path:
