@@ -93,10 +93,11 @@ def detect_gpus() -> list[str]:
 
 
 def install_command(root: Path) -> str | None:
-    """`[tool.harness] install` of the target's pyproject.toml (or `install` in harness.toml), if any."""
+    """`install` of the target's harness.toml (top level or [tool.harness]), else of `[tool.harness]` in
+    pyproject.toml: the precedence harness's target loader uses."""
     if tomllib is None:
         return None
-    for name in ("pyproject.toml", "harness.toml"):
+    for name in ("harness.toml", "pyproject.toml"):
         path = root / name
         if not path.is_file():
             continue
@@ -104,10 +105,12 @@ def install_command(root: Path) -> str | None:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             continue
-        section = data.get("tool", {}).get("harness", {}) if name == "pyproject.toml" else data
+        section = data.get("tool", {}).get("harness", {}) if name == "pyproject.toml" or "tool" in data else data
         cmd = section.get("install") if isinstance(section, dict) else None
         if isinstance(cmd, str) and cmd.strip():
             return cmd.strip()
+        if name == "harness.toml":
+            return None  # a harness.toml is the whole description: pyproject's table is not read
     return None
 
 

@@ -181,6 +181,13 @@ def suite_environment(root: str | Path, suites: Iterable[str | None]) -> dict[st
     return load_target(root).suite_env(suites)
 
 
+def probe_settings(root: str | Path, suites: Iterable[str | None]) -> dict[str, object]:
+    """What a bisect's probes need from the description (for `BisectRequest`): the install command
+    (presets included), the suites' environment and the dependency files whose change means a reinstall."""
+    target = load_target(root)
+    return {"install": target.install, "env": target.suite_env(suites), "install_files": list(target.install_files)}
+
+
 def discover_models(root: Path, models_dir: str | None, model_paths: str | None) -> list[str]:
     """Model families: files with `class ModelArgs` in `models_dir`, or folders matching a pattern."""
     if models_dir and (root / models_dir).is_dir():
