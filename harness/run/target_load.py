@@ -192,7 +192,9 @@ def _with_preset(table: dict[str, Any], source: str) -> dict[str, Any]:
     base = {k: v for k, v in PRESETS[name].items() if k != "suites"}
     suites = {k: dict(v) for k, v in PRESETS[name].get("suites", {}).items()}
     for k, v in (table.get("suites") or {}).items():
-        suites[k] = {**suites.get(k, {}), **v} if isinstance(v, dict) else v
+        base_suite = suites.get(k, {})
+        suites[k] = {**base_suite, **{f: ({**base_suite[f], **x} if isinstance(x, dict) and isinstance(
+            base_suite.get(f), dict) else x) for f, x in v.items()}} if isinstance(v, dict) else v
     return {**base, **{k: v for k, v in table.items() if k not in ("preset", "suites")}, "suites": suites}
 
 
