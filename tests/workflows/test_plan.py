@@ -205,3 +205,15 @@ def test_cli_bad_input_exits_2_with_one_line(target: Path) -> None:
     proc = harness("plan", "--event", "push", "--changed-files-from", "/nonexistent/changed.txt", cwd=target)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "cannot read changed files" in proc.stderr
+
+
+def test_generic_target_plans_the_pseudo_model_all(tmp_path: Path) -> None:
+    """No description: one suite `all`, pseudo-model `all` (what `harness run --models all` takes)."""
+    root = tmp_path / "plain"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "core.py").write_text("X = 1\n")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    plan = make_plan(PlanRequest(event="pull_request", changed_files=["pkg/core.py"], repo=str(root)))
+    assert plan["models"] == ["all"] and plan["suites"] == ["all"]
+    assert {e["runner_group"] for e in entries(plan)} == {"cpu", "single-gpu", "multi-gpu"}
+    assert make_plan(PlanRequest(event="pull_request", changed_files=["README.md"], repo=str(root)))["empty"]
