@@ -110,7 +110,7 @@ def plan_cmd(
     suites: Annotated[str | None, typer.Option("--suites", help="override the event's suites")] = None,
     runner_groups: Annotated[str | None, typer.Option("--runner-groups", help="harness groups or Actions "
                              "runner-group names (default: by event)")] = None,
-    important_only: Annotated[bool, typer.Option("--important-only", help="only [tool.harness] important")] = False,
+    important_only: Annotated[bool, typer.Option("--important-only", help="only the important models of the target description")] = False,
     models_per_job: Annotated[int, typer.Option("--models-per-job", help="models in one matrix job "
                               "(0: all models of a runner group in one job)")] = 0,
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="jobs per matrix slice (GitHub cap: 256)")] = 256,
@@ -256,19 +256,20 @@ def targets_check(
     runner_group: Annotated[str, typer.Option("--runner-group", help="cpu | single-gpu | multi-gpu")] = "cpu",
     as_json: JsonOption = False,
 ) -> None:
-    """Validate a target's [tool.harness] and print what `harness run` would execute, and why."""
-    from harness.run.explain import explain
+    """Validate a target's description (harness.toml or \\[tool.harness]) and count what each model selects.
+
+    Collects the tests (pytest --collect-only, nothing runs) and prints per model and suite how many are
+    selected and attributed; exit 2 when the description selects nothing or everything for a model, or
+    names a path, marker or variable that does not exist.
+    """
+    from harness.run.explain import check, describe
     from harness.run.runner_groups import validate_group
 
-    plan = explain(repo, models, suite, validate_group(runner_group))
-    if as_json:
-        print_json(plan.as_json())
-        return
-    typer.echo(f"target {plan.root}\n  described by: {plan.source}\n  models: {', '.join(plan.models_known) or '-'}"
-               f"\n  selected: {', '.join(plan.models_selected) or 'all tests'}\n  install: {plan.install or '-'}")
-    for s in plan.suites:
-        typer.echo(f"suite {s.suite}: {' '.join(s.command)}\n  env: {s.env or '-'}; runner groups: "
-                   f"{', '.join(s.runner_groups)}\n  why: {s.why}")
+    plan = check(repo, models, suite, validate_group(runner_group))
+    print_json(plan.as_json()) if as_json else typer.echo("\n".join(describe(plan)))
+    if plan.problems:
+        more = f" (and {len(plan.problems) - 1} more problem(s), listed in the output)" if len(plan.problems) > 1 else ""
+        raise HarnessError(f"targets check: {plan.problems[0]}{more}")
 
 
 dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards as code.")

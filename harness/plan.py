@@ -1,6 +1,7 @@
 """`harness plan`: the GitHub Actions matrix for an event and its changed files.
 
-Selection (which models, which suites) comes from the event, the changed files and the PR labels;
+Selection (which models, which suites) comes from the event, the changed files and the PR labels,
+mapped through the target's description (rules in harness/plan_rules.py, keys in docs/TARGETS.md);
 placement (which Actions runner group runs what) comes from `harness/runner_groups.toml` through
 `load_runner_groups`, never from the workflows. The matrix is cut into slices of at most `max_jobs`
 entries (GitHub caps one matrix at 256 jobs); a workflow runs one reusable-workflow call per slice.
@@ -10,98 +11,30 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from harness.config import RUNNER_GROUPS
 from harness.errors import HarnessError
+from harness.plan_rules import (  # noqa: F401 - classify/select/labels are part of this module's API
+    BENCHMARK_LABEL,
+    SLOW_LABEL,
+    SUITE_LABELS,
+    Selection,
+    classify,
+    event_rule,
+    plan_models,
+    pr_label,
+    select,
+    suite_groups,
+)
 from harness.run.runner_groups import RunnerGroupSpec, default_runner, load_runner_groups
 from harness.run.target import Target, load_target
 
 GITHUB_MATRIX_CAP = 256
 EVENTS = ("schedule", "workflow_dispatch", "push", "pull_request")
-SLOW_LABEL = "run-slow"
-BENCHMARK_LABEL = "run-benchmark"
-# On a pull request each suite runs only when the PR carries its label.
-SUITE_LABELS = {"slow": SLOW_LABEL, "fa2": SLOW_LABEL, "quantization": SLOW_LABEL, "benchmark": BENCHMARK_LABEL}
-# Shared code under models/ and suites/: a change to any of these runs every model.
-SHARED_SUITE_FILES = ("conftest.py", "__init__.py")
-DEPENDENCY_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "harness.toml")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What an event runs when nothing narrows it."""
-
-    suites: tuple[str, ...]
-    groups: tuple[str, ...]
-    all_models: bool
-
-
-POLICIES = {
-    "schedule": Policy(("slow", "fa2", "quantization"), ("single-gpu", "multi-gpu"), all_models=True),
-    "workflow_dispatch": Policy(("slow", "fa2", "quantization"), ("single-gpu", "multi-gpu"), all_models=True),
-    "push": Policy(("slow", "fa2"), ("single-gpu",), all_models=False),
-    "pull_request": Policy(("slow", "fa2", "quantization"), ("single-gpu", "multi-gpu"), all_models=False),
-}
-
-
-@dataclass
-class Selection:
-    """Per suite, the models picked by changed files (`None`: every model), and why."""
-
-    per_suite: dict[str, set[str] | None] = field(default_factory=dict)
-    reasons: list[str] = field(default_factory=list)
-
-    def models_for(self, suite: str, models: Sequence[str]) -> list[str]:
-        """The picked models of one suite, in the target's order."""
-        if suite not in self.per_suite:
-            return []
-        picked = self.per_suite[suite]
-        return list(models) if picked is None else [m for m in models if m in picked]
-
-
-def classify(path: str, models: Sequence[str], suites: Sequence[str]) -> tuple[set[str] | None, set[str] | None] | None:
-    """What one changed file selects: (models or None=all, suites or None=all), or None for nothing."""
-    p = PurePosixPath(path.strip())
-    parts = p.parts
-    if not parts:
-        return None
-    if parts[0] == "models":
-        if len(parts) == 2 and p.suffix == ".py" and p.stem in models:
-            return {p.stem}, None
-        return None, None  # attention, quantization, kv cache, generate, base classes: everything
-    if parts[0] == "suites":
-        if len(parts) == 2:
-            return None, None  # suites/conftest.py and other shared suite helpers
-        suite = parts[1]
-        if suite not in suites:
-            return None, None
-        named = {PurePosixPath(x).stem for x in parts[2:]} & set(models)
-        if named and p.name not in SHARED_SUITE_FILES:
-            return named, {suite}
-        return None, {suite}
-    if len(parts) == 1 and (p.name in DEPENDENCY_FILES or p.name.startswith("requirements")):
-        return None, None
-    return None  # docs, platform code (tested by the project's own CI), workflows, dashboards
-
-
-def select(changed: Iterable[str], models: Sequence[str], suites: Sequence[str]) -> Selection:
-    """Fold `classify` over the changed files, keeping each file's suite granularity."""
-    sel = Selection()
-    for path in changed:
-        effect = classify(path, models, suites)
-        if effect is None:
-            continue
-        picked, picked_suites = effect
-        for suite in sorted(picked_suites) if picked_suites is not None else suites:
-            current = sel.per_suite.get(suite, set())
-            sel.per_suite[suite] = None if picked is None or current is None else current | picked
-        what = "every model" if picked is None else ",".join(sorted(picked))
-        sel.reasons.append(f"{path}: {what} ({'all suites' if picked_suites is None else ','.join(sorted(picked_suites))})")
-    return sel
 
 
 def split_list(values: Iterable[str] | str | None) -> list[str]:
@@ -188,41 +121,46 @@ def _validate(req: PlanRequest, target: Target) -> None:
 
 def make_plan(req: PlanRequest) -> dict[str, Any]:
     """The plan object: selection, reasons and the matrix slices (see module docstring)."""
-    target = load_target(req.repo)
+    from harness.run.metadata import open_repo
+
+    if req.event not in EVENTS:
+        raise HarnessError(f"unknown event {req.event!r} (known: {', '.join(EVENTS)})")
+    target = load_target(open_repo(req.repo).working_tree_dir)
     _validate(req, target)
     specs = load_runner_groups()
-    policy = POLICIES[req.event]
-    suites = [s for s in (req.suites or policy.suites) if s in target.suites]
-    reasons: list[str] = []
+    rule = event_rule(target, req.event)
+    suites = [s for s in (req.suites or rule.suites or ()) if s in target.suites]
+    reasons: list[str] = [f"{req.event}: suites {', '.join(suites) or '-'} ({target.source})"]
     if req.event == "pull_request":
-        gated = [s for s in suites if SUITE_LABELS.get(s, SLOW_LABEL) in req.labels]
+        gated = [s for s in suites if pr_label(target, s) is None or pr_label(target, s) in req.labels]
         if len(gated) < len(suites):
-            missing = sorted({SUITE_LABELS.get(s, SLOW_LABEL) for s in suites if s not in gated})
+            missing = sorted({pr_label(target, s) or "" for s in suites if s not in gated})
             reasons.append(f"pull request without label {', '.join(missing)}: "
                            f"skipping {', '.join(s for s in suites if s not in gated)}")
         suites = gated
 
+    all_models = plan_models(target)
     if req.models:
         models = target.resolve_models(",".join(req.models))
         reasons.append(f"--models {','.join(req.models)}")
         per_suite_models = {s: list(models) for s in suites}
-    elif policy.all_models:
-        models = list(target.models)
+    elif rule.all_models:
         reasons.append(f"{req.event}: every model")
-        per_suite_models = {s: list(models) for s in suites}
+        per_suite_models = {s: list(all_models) for s in suites}
     else:
-        sel = select(req.changed_files, target.models, list(target.suites))
-        per_suite_models = {s: sel.models_for(s, target.models) for s in suites}
+        sel = select(req.changed_files, target)
+        per_suite_models = {s: sel.models_for(s, all_models) for s in suites}
         reasons.extend(sel.reasons or ["no changed file selects a model (docs or platform code only)"])
     if req.important_only and target.important:
         per_suite_models = {s: [m for m in ms if m in target.important] for s, ms in per_suite_models.items()}
         reasons.append(f"important models only: {', '.join(target.important)}")
 
-    groups = [_runners_for(g, specs) for g in (req.runner_groups or policy.groups)]
+    explicit = [_runners_for(g, specs) for g in req.runner_groups]
     # Group (runner, models) → suites so one job runs every suite its machine is right for.
     cells: dict[tuple[str, str], tuple[RunnerGroupSpec, list[str]]] = {}
     for suite, models_for_suite in per_suite_models.items():
         spec_suite = target.suites[suite]
+        groups = explicit or [(g, None) for g in suite_groups(target, suite, rule)]
         for group, pinned in groups:
             if group not in spec_suite.runner_groups:
                 continue
@@ -246,7 +184,7 @@ def make_plan(req: PlanRequest) -> dict[str, Any]:
         raise HarnessError(f"{len(entries)} jobs need {len(slices)} slices, over GitHub's {GITHUB_MATRIX_CAP}: "
                            f"raise --models-per-job")
     chosen = {m for e in entries for m in e["models"].split(",")}
-    selected = [m for m in target.models if m in chosen] + sorted(chosen - set(target.models))
+    selected = [m for m in all_models if m in chosen] + sorted(chosen - set(all_models))
     return {
         "event": req.event,
         "models": selected,

@@ -31,6 +31,7 @@ class Executor:
     def __init__(self, pool: WorktreePool, runner: ProbeRunner, progress: Progress | None = None) -> None:
         self.runner = runner
         self.progress = progress
+        runner.progress = progress  # install lines (envs.py) go to the same progress
         self.free: queue.Queue[Worktree] = queue.Queue()
         for tree in pool.trees:
             self.free.put(tree)

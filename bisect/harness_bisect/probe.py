@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness_bisect.envs import SharedEnvs
 from harness_bisect.worktrees import Worktree, venv_path
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -168,6 +169,8 @@ class ProbeRunner:
         self.config = config
         self.plugin_dir = plugin_dir(cache)
         self.xdist = importlib.util.find_spec("xdist") is not None
+        self.envs = SharedEnvs(cache)  # one install per dependency key, shared by the worktrees (envs.py)
+        self.progress = None  # set by the Executor: install lines go to the bisect's progress
 
     def base(self, tree: Worktree) -> Path:
         """The folder pytest runs in (and node ids are relative to): the worktree, or a subfolder of it."""
@@ -183,11 +186,7 @@ class ProbeRunner:
         env.pop("HARNESS_DB_URL", None)  # probes must not record themselves as runs
         if self.config.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[tree.index % len(self.config.gpus)]
-        venv = tree.data.get("venv")
-        if venv:
-            env["VIRTUAL_ENV"] = str(venv)
-            env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        return env
+        return self.envs.apply(tree, env)  # the shared install environment, if any (envs.py)
 
     def _ensure_venv(self, tree: Worktree) -> Path:
         """A private venv for this worktree that sees the harness interpreter's packages after its own."""
@@ -216,15 +215,14 @@ class ProbeRunner:
         if not cmd:
             tree.installed = "none"
             return None
-        venv = self._ensure_venv(tree)
-        env = self.env_for(tree)
-        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        tree.data.pop("env", None)
+        tree.data.pop("venv", None)
         where = self.base(tree) if self.base(tree).is_dir() else tree.path
-        rc, timed_out = _run(cmd, tree, env, log, self.config.timeout_s, where)
-        if rc != 0 or timed_out:
-            return f"install failed ({'timeout' if timed_out else f'exit {rc}'}): {_tail(log)}"
-        tree.installed = commit
-        return None
+        reason = self.envs.prepare(tree, where, cmd, self.env_for(tree), log, self.config.timeout_s, _run,
+                                   self.progress)
+        if reason is None:
+            tree.installed = commit
+        return reason
 
     def command(self, files: list[str], select: Path, out: Path, repeat: int, tree: Worktree) -> list[str]:
         python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python

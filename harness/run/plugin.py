@@ -120,12 +120,10 @@ def current_device() -> str:
 
 
 def attribute_model(item: pytest.Item, known: list[str]) -> str | None:
-    """The model a test belongs to: a `model_name` parameter, else a known name in its path or id."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    for key in _MODEL_PARAMS:
-        if isinstance(params.get(key), str):
-            return params[key]
-    return _model_from_path(str(item.path), tuple(known))
+    """The model a test belongs to, by the target's attribution rules (harness/run/attribution.py)."""
+    from harness.run.attribution import attribute_item  # standard library only
+
+    return attribute_item(item, known)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,4 +1,5 @@
-"""Built-in target presets: repositories laid out like a known project need no `[tool.harness]`."""
+"""Built-in target presets: repositories laid out like a known project need no description, and a
+description may start from one (`preset = "transformers"`) and override its keys."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from typing import Any
 # the flash_attn_test marker, quantization tests under tests/quantization/<method>/.
 TRANSFORMERS: dict[str, Any] = {
     "model_paths": "tests/models/{model}",
+    "model_sources": ["src/transformers/models/{model}/**"],
+    "core": ["src/transformers/modeling_*.py", "src/transformers/cache_utils.py",
+             "src/transformers/generation/**", "src/transformers/integrations/**",
+             "src/transformers/pytorch_utils.py"],
+    "core_selects": "important",
     "install": "pip install -e .",
     "suites": {
         "slow": {"env": {"RUN_SLOW": "1"}},
@@ -17,6 +23,8 @@ TRANSFORMERS: dict[str, Any] = {
                          "runner_groups": ["single-gpu", "multi-gpu"]},
     },
 }
+
+PRESETS: dict[str, dict[str, Any]] = {"transformers": TRANSFORMERS}
 
 
 def detect_preset(root: Path) -> tuple[dict[str, Any], str] | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.run.target import SuiteSpec, Target
@@ -44,7 +45,8 @@ def marker_expression(suite: SuiteSpec, multi_gpu: bool | None) -> str | None:
 def build_pass(target: Target, suite: SuiteSpec, models: list[str], *, run_uuid: str, bundle: Path,
                workers: int, gpu_count: int, multi_gpu: bool | None, timeout: float | None) -> PytestPass:
     """The argv and env of one pytest pass (crash isolation: always through xdist workers)."""
-    argv = [sys.executable, "-m", "pytest", *target.pytest_paths(suite, models),
+    sel = target.selection(suite, models)  # paths, -k and node-id globs of the models' `select` templates
+    argv = [sys.executable, "-m", "pytest", *sel.paths, *(["-k", sel.keyword] if sel.keyword else []),
             f"--rootdir={target.root}", "-p", "no:cacheprovider", "-q", "-rN", "--color=no",
             "--continue-on-collection-errors",
             # `--opt=value`: pytest finds the ini file before plugins register their options, and
@@ -52,7 +54,7 @@ def build_pass(target: Target, suite: SuiteSpec, models: list[str], *, run_uuid:
             # the ini search out of the target).
             f"--harness-bundle={bundle}", f"--harness-run-uuid={run_uuid}", f"--harness-suite={suite.name}",
             f"--harness-models={','.join(models or target.models)}", "--max-worker-restart=1000"]
-    expression = marker_expression(suite, multi_gpu)
+    expression = marker_expression(replace(suite, markers=sel.markers), multi_gpu)
     if expression:
         argv += ["-m", expression]
     argv += ["-n", "1"] if multi_gpu else worker_specs(workers, gpu_count)
@@ -60,6 +62,10 @@ def build_pass(target: Target, suite: SuiteSpec, models: list[str], *, run_uuid:
         argv += ["--timeout", str(timeout), "--timeout-method", "signal"]
     env = {**os.environ, **suite.env}
     env["PYTHONPATH"] = os.pathsep.join([str(target.root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["HARNESS_ATTRIBUTION"] = target.attribution.to_json()  # read by harness.run.attribution
+    if sel.globs:
+        argv[3:3] = ["-p", "harness.run.selection"]
+        env["HARNESS_SELECT"] = json.dumps(sel.globs)
     env.pop("HARNESS_DB_URL", None)  # the runner is the store's one writer; the plugin only writes the bundle
     if target.models_env and models:
         env[target.models_env] = ",".join(models)

@@ -1,8 +1,10 @@
-"""The target under test: a git repo whose tests pytest runs, described by `[tool.harness]`.
+"""The target under test: a git repo whose tests pytest runs, described by one typed `Target`.
 
-The table lives in the target's `pyproject.toml` (or a `harness.toml` holding the same keys at top
-level). With none, every `python -m pytest` collectable test of the repo is the target and
-`--models NAME` selects test paths that match the name.
+The description is read by `load_target` (harness/run/target_load.py) from `harness.toml` (keys at
+top level, or under `[tool.harness]`) or else `[tool.harness]` of `pyproject.toml`, else a preset,
+else the generic target (any test file; `--models NAME` matches test paths). `run`, `targets check`,
+`plan`, `new-failures --confirm` and `bisect` all read it through `load_target`. Every key is listed
+in docs/TARGETS.md.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import tomllib
 
 from harness.config import RUNNER_GROUPS
 from harness.errors import HarnessError
+from harness.run.attribution import AttributionRules
 
 MODEL_CLASS = re.compile(r"^class ModelArgs\b", re.MULTILINE)
+SKIP_DIRS = {".git", ".venv", "venv", "node_modules", ".harness", "__pycache__", "build", "dist", ".tox"}
+DEFAULT_INSTALL_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "requirements*.txt", "harness.toml")
 
 
 class TargetConfigError(HarnessError):
-    """A `[tool.harness]` table that cannot be used."""
+    """A target description that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,27 @@ class SuiteSpec:
     markers: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     runner_groups: list[str] = field(default_factory=lambda: list(RUNNER_GROUPS))
+    select: str | None = None  # per-suite selection template: "-k EXPR" or a node-id glob, with {model}
+    label: str | None = None  # PR label that runs this suite ("" : none needed; None: the default rule)
+
+
+@dataclass(frozen=True)
+class EventRule:
+    """What an event runs when nothing narrows it (see harness/plan.py for the defaults)."""
+
+    suites: tuple[str, ...] | None = None
+    runner_groups: tuple[str, ...] | None = None
+    all_models: bool | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """pytest arguments that pick some models' tests of one suite."""
+
+    paths: list[str]
+    keyword: str | None
+    markers: str | None
+    globs: list[str]
 
 
 @dataclass(frozen=True)
@@ -45,8 +68,16 @@ class Target:
     suites: dict[str, SuiteSpec]
     models_env: str | None = None
     model_paths: str | None = None
+    model_sources: list[str] = field(default_factory=list)
+    core: list[str] = field(default_factory=list)
+    core_selects: str = "all"  # "all" | "important": what a change to a `core` file runs
+    select: str | None = None
+    model_select: dict[str, str] = field(default_factory=dict)
+    attribution: AttributionRules = field(default_factory=AttributionRules)
     install: str | None = None
+    install_files: list[str] = field(default_factory=lambda: list(DEFAULT_INSTALL_FILES))
     important: list[str] = field(default_factory=list)
+    events: dict[str, EventRule] = field(default_factory=dict)
     source: str = "defaults"
     generic: bool = False  # no config, no preset: models are names found in test file paths
 
@@ -61,7 +92,8 @@ class Target:
         if self.generic:
             for n in names:
                 if not generic_test_files(self.root, n):
-                    raise HarnessError(f"unknown model {n!r}: no test file path under {self.root} names it")
+                    raise HarnessError(f"unknown model {n!r}: no test file path under {self.root} names it "
+                                       f"(describe the target: docs/TARGETS.md)")
             return names
         unknown = [n for n in names if n not in self.models]
         if unknown:
@@ -82,13 +114,21 @@ class Target:
             raise HarnessError("--suite is empty: name suites (e.g. --suite slow,fa2)")
         return out
 
-    def pytest_paths(self, suite: SuiteSpec, models: list[str]) -> list[str]:
-        """Test paths for one suite and some models.
+    def select_template(self, model: str, suite: SuiteSpec) -> str | None:
+        """How one model's tests are picked inside shared files: per model, else per suite, else top."""
+        return self.model_select.get(model) or suite.select or self.select
 
-        A suite path may hold `{model}` (one path per model; missing ones are dropped); a suite with no
+    def path_patterns(self, suite: SuiteSpec) -> list[str]:
+        """The suite's paths, else the target's `model_paths`, else none (every test)."""
+        return suite.paths or ([self.model_paths] if self.model_paths else [])
+
+    def pytest_paths(self, suite: SuiteSpec, models: list[str]) -> list[str]:
+        """Test paths (or node ids) for one suite and some models.
+
+        A path may hold `{model}` (one path per model; missing ones are dropped); a suite with no
         paths uses the target's `model_paths` pattern; a target with neither runs the test files whose
-        path names the model (or everything when no model is named)."""
-        patterns = suite.paths or ([self.model_paths] if self.model_paths else [])
+        path names the model (generic target) or everything."""
+        patterns = self.path_patterns(suite)
         if not patterns:
             if not models or not self.generic:
                 return ["."]
@@ -96,22 +136,56 @@ class Target:
         out: list[str] = []
         for pattern in patterns:
             if "{model}" in pattern:
-                out += [q for q in (pattern.format(model=m) for m in models) if (self.root / q).exists()]
+                for q in (pattern.replace("{model}", m) for m in models):
+                    if (self.root / q.split("::", 1)[0]).exists():
+                        out.append(q)
             else:
                 out.append(pattern)
         return list(dict.fromkeys(out))
+
+    def markers_for(self, suite: SuiteSpec, models: list[str]) -> str | None:
+        """The suite's marker expression; a `{model}` template becomes one expression per model."""
+        if not suite.markers or "{model}" not in suite.markers:
+            return suite.markers
+        names = models or self.models
+        return " or ".join(f"({suite.markers.replace('{model}', m)})" for m in names) or None
+
+    def selection(self, suite: SuiteSpec, models: list[str]) -> Selection:
+        """The pytest arguments of one pass: paths, `-k` (templates OR-ed), `-m`, node-id globs."""
+        keywords: list[str] = []
+        globs: list[str] = []
+        for m in models:
+            template = self.select_template(m, suite)
+            if not template:
+                continue
+            if template.startswith("-k"):
+                keywords.append(f"({template[2:].strip().replace('{model}', m)})")
+            else:
+                globs.append(template.replace("{model}", m))
+        return Selection(paths=self.pytest_paths(suite, models), keyword=" or ".join(dict.fromkeys(keywords)) or None,
+                         markers=self.markers_for(suite, models), globs=list(dict.fromkeys(globs)))
+
+    def suite_env(self, suites: Iterable[str | None]) -> dict[str, str]:
+        """The environment of some suites, merged (e.g. RUN_SLOW=1 for `slow`)."""
+        env: dict[str, str] = {}
+        for name in suites:
+            spec = self.suites.get(name or "")
+            if spec is not None:
+                env.update(spec.env)
+        return env
 
 
 def suite_environment(root: str | Path, suites: Iterable[str | None]) -> dict[str, str]:
     """The environment the target's suites set (e.g. RUN_SLOW=1 for `slow`): reruns of a run's tests
     (confirmation, bisect probes) must see what the run saw, or a gated test merely skips."""
+    return load_target(root).suite_env(suites)
+
+
+def probe_settings(root: str | Path, suites: Iterable[str | None]) -> dict[str, object]:
+    """What a bisect's probes need from the description (for `BisectRequest`): the install command
+    (presets included), the suites' environment and the dependency files whose change means a reinstall."""
     target = load_target(root)
-    env: dict[str, str] = {}
-    for name in suites:
-        spec = target.suites.get(name or "")
-        if spec is not None:
-            env.update(spec.env)
-    return env
+    return {"install": target.install, "env": target.suite_env(suites), "install_files": list(target.install_files)}
 
 
 def discover_models(root: Path, models_dir: str | None, model_paths: str | None) -> list[str]:
@@ -130,9 +204,6 @@ def discover_models(root: Path, models_dir: str | None, model_paths: str | None)
     return []
 
 
-SKIP_DIRS = {".git", ".venv", "venv", "node_modules", ".harness", "__pycache__", "build", "dist", ".tox"}
-
-
 def generic_test_files(root: Path, name: str) -> list[str]:
     """Test files (`test_*.py`, `*_test.py`) whose path relative to `root` contains `name`."""
     found = []
@@ -145,83 +216,8 @@ def generic_test_files(root: Path, name: str) -> list[str]:
     return sorted(found)
 
 
-def _read_table(root: Path) -> tuple[dict[str, Any], str]:
-    harness_toml = root / "harness.toml"
-    pyproject = root / "pyproject.toml"
-    for path, pick in ((harness_toml, lambda d: d), (pyproject, lambda d: d.get("tool", {}).get("harness"))):
-        if path.is_file():
-            try:
-                with open(path, "rb") as fh:
-                    table = pick(tomllib.load(fh))
-            except tomllib.TOMLDecodeError as exc:
-                raise TargetConfigError(f"{path}: not valid TOML ({exc})") from None
-            if table is not None:
-                if not isinstance(table, dict):
-                    raise TargetConfigError(f"{path}: [tool.harness] must be a table")
-                return table, str(path)
-    return {}, "defaults"
-
-
-def _str_list(value: Any, key: str, source: str) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TargetConfigError(f"{source}: key '{key}' must be a string or a list of strings")
-    return value
-
-
-def _suite(name: str, raw: Any, source: str) -> SuiteSpec:
-    key = f"suites.{name}"
-    if not isinstance(raw, dict):
-        raise TargetConfigError(f"{source}: key '{key}' must be a table")
-    allowed = {"paths", "markers", "env", "runner_groups"}
-    extra = set(raw) - allowed
-    if extra:
-        raise TargetConfigError(f"{source}: unknown key '{key}.{sorted(extra)[0]}' (known: {', '.join(sorted(allowed))})")
-    env = raw.get("env", {})
-    if not isinstance(env, dict):
-        raise TargetConfigError(f"{source}: key '{key}.env' must be a table of strings")
-    groups = _str_list(raw.get("runner_groups", list(RUNNER_GROUPS)), f"{key}.runner_groups", source)
-    for g in groups:
-        if g not in RUNNER_GROUPS:
-            raise TargetConfigError(f"{source}: key '{key}.runner_groups' has unknown group {g!r}")
-    markers = raw.get("markers")
-    if markers is not None and not isinstance(markers, str):
-        raise TargetConfigError(f"{source}: key '{key}.markers' must be a string")
-    return SuiteSpec(name=name, paths=_str_list(raw.get("paths", []), f"{key}.paths", source), markers=markers,
-                     env={str(k): str(v) for k, v in env.items()}, runner_groups=groups)
-
-
-TOP_KEYS = {"models", "models_dir", "models_env", "model_paths", "install", "important", "suites"}
-
-
 def load_target(root: str | Path) -> Target:
-    """Read the target description of the repository at `root`."""
-    root = Path(root).resolve()
-    table, source = _read_table(root)
-    if not table:
-        from harness.run.presets import detect_preset
+    """Read the target description of the repository at `root` (see harness/run/target_load.py)."""
+    from harness.run.target_load import load
 
-        preset = detect_preset(root)
-        if preset is None:
-            return Target(root=root, models=[], suites={"all": SuiteSpec(name="all", paths=[])}, generic=True,
-                          source="generic: any test file, `--models` matches test file paths")
-        table, source = preset
-    extra = set(table) - TOP_KEYS
-    if extra:
-        raise TargetConfigError(f"{source}: unknown key '{sorted(extra)[0]}' (known: {', '.join(sorted(TOP_KEYS))})")
-    suites_raw = table.get("suites", {})
-    if not isinstance(suites_raw, dict):
-        raise TargetConfigError(f"{source}: key 'suites' must be a table of suite tables")
-    suites = {name: _suite(name, raw, source) for name, raw in suites_raw.items()}
-    if not suites:
-        suites = {"all": SuiteSpec(name="all", paths=["."])}
-    model_paths = table.get("model_paths")
-    models = (_str_list(table["models"], "models", source) if "models" in table
-              else discover_models(root, table.get("models_dir"), model_paths))
-    install = table.get("install")
-    if install is not None and not isinstance(install, str):
-        raise TargetConfigError(f"{source}: key 'install' must be a string")
-    return Target(root=root, models=models, suites=suites, models_env=table.get("models_env"),
-                  model_paths=model_paths, install=install,
-                  important=_str_list(table.get("important", []), "important", source), source=source)
+    return load(Path(root).resolve())

@@ -147,3 +147,41 @@ def test_this_repository_is_the_default_target() -> None:
     target = load_target(Path(__file__).resolve().parents[2])
     assert {"llama"} <= set(target.models) and target.models_env == "HARNESS_MODELS"
     assert set(target.suites) == {"slow", "fa2", "quantization", "benchmark"}
+
+
+def test_harness_toml_wins_over_pyproject_and_presets_apply_by_key(tmp_path: Path) -> None:
+    repo = tmp_path / "lib"
+    make_repo(repo, {"harness.toml": "[tool.harness]\npreset = 'transformers'\nimportant = ['llama']\n"
+                                     "[tool.harness.suites.slow]\nenv = { EXTRA = '1' }\n",
+                     "pyproject.toml": "[tool.harness]\nmodels = ['ignored']\n",
+                     "tests/models/llama/test_modeling_llama.py": "def test_a():\n    pass\n"})
+    target = load_target(repo)
+    assert target.source.endswith("harness.toml") and target.models == ["llama"]
+    assert target.suites["slow"].env == {"RUN_SLOW": "1", "EXTRA": "1"}  # merged into the preset's suite
+    assert target.install == "pip install -e ." and target.model_paths == "tests/models/{model}"
+
+
+def test_unknown_key_names_the_valid_keys(tmp_path: Path) -> None:
+    from harness.run.target import TargetConfigError
+
+    repo = tmp_path / "lib"
+    make_repo(repo, {"pyproject.toml": "[tool.harness]\nmodels = ['a']\n[tool.harness.attribution]\nid = {}\n"})
+    with pytest.raises(TargetConfigError, match=r"unknown key 'attribution.id' \(valid keys of attribution: "
+                                                r"path, params, ids, regex"):
+        load_target(repo)
+
+
+@pytest.mark.parametrize("nodeid, params, expected", [
+    ("tests/test_model.py::test_forward[Llama-2-7b-hf]", {"name": "Llama-2-7b-hf"}, "llama"),
+    ("tests/test_model.py::test_forward[gemma-3-4b-it]", {"name": "gemma-3-4b-it"}, "gemma"),
+    ("tests/test_model.py::test_generate[2-tiny-llama-1.1b]", {"name": "tiny-llama-1.1b", "batch": 2}, "llama"),
+    ("tests/test_model.py::test_forward[pythia-70m]", {"name": "pythia-70m"}, None),
+    ("tests/models/bert/test_x.py::test_a", {}, "bert"),
+    ("tests/test_x.py::test_a[mistral]", {"model_name": "mistral"}, "mistral"),
+])
+def test_attribution_rules(nodeid: str, params: dict, expected: str | None) -> None:
+    from harness.run.attribution import AttributionRules, attribute
+
+    rules = AttributionRules(ids=(("Llama-*", "llama"), ("gemma-*", "gemma")), path=("tests/models/{model}",),
+                             regex="(?i)(?P<model>llama|mistral)")
+    assert attribute(nodeid, params, ["llama", "gemma", "bert", "mistral"], rules) == expected

@@ -13,6 +13,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.plan import GITHUB_MATRIX_CAP, PlanRequest, classify, make_plan
 from harness.run.runner_groups import default_runner, load_runner_groups
+from harness.run.target import load_target
 
 REPO = Path(__file__).resolve().parents[2]
 SUITES_TOML = """
@@ -38,6 +39,7 @@ def make_target(root: Path, models: list[str], important: list[str] | None = Non
         (root / "models" / f"{shared}.py").write_text("def helper():\n    return 1\n")
     head = f'[tool.harness]\nmodels_dir = "models"\nimportant = {json.dumps(important or [])}\n'
     (root / "pyproject.toml").write_text(head + SUITES_TOML)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)  # plan reads a git repository's description
     return root
 
 
@@ -83,13 +85,14 @@ def test_suite_change_keeps_its_suite_and_model_granularity(target: Path) -> Non
     assert got == {(m, "fa2") for m in ["gemma", "gpt2", "llama", "mistral", "mixtral"]} | {("gpt2", "slow")}
 
 
-def test_classify_rules() -> None:
-    models, suites = ["llama", "gpt2"], ["slow", "fa2"]
-    assert classify("models/llama.py", models, suites) == ({"llama"}, None)
-    assert classify("./models/attention.py", models, suites) == (None, None)
-    assert classify("suites/slow/test_logits.py", models, suites) == (None, {"slow"})
-    assert classify("workflows/daily.yml", models, suites) is None
-    assert classify("", models, suites) is None
+def test_classify_rules(target: Path) -> None:
+    t = load_target(target)
+    assert classify("models/llama.py", t) == [({"llama"}, None)]
+    assert classify("./models/attention.py", t) == [(None, None)]
+    assert classify("suites/slow/test_logits.py", t) == [(None, {"slow"})]
+    assert classify("suites/slow/expectations/gpt2.json", t) == [({"gpt2"}, {"slow"})]
+    assert classify("workflows/daily.yml", t) == []
+    assert classify("", t) == []
 
 
 def test_pull_request_needs_its_label(target: Path) -> None:
@@ -97,7 +100,10 @@ def test_pull_request_needs_its_label(target: Path) -> None:
     assert make_plan(PlanRequest(**base))["empty"] is True
     slow = make_plan(PlanRequest(**base, labels=["run-slow"]))
     assert slow["suites"] == ["fa2", "quantization", "slow"]
-    assert {e["runner_group"] for e in entries(slow)} == {"single-gpu", "multi-gpu"}
+    # every runner group each suite allows: slow and quantization on cpu too, fa2 only on GPUs
+    assert {(s, e["runner_group"]) for e in entries(slow) for s in e["suites"].split(",")} == {
+        (s, g) for s in ("slow", "quantization") for g in ("cpu", "single-gpu", "multi-gpu")} | {
+        ("fa2", "single-gpu"), ("fa2", "multi-gpu")}
     bench = make_plan(PlanRequest(**base, labels=["run-benchmark"], suites=["benchmark"]))
     assert bench["suites"] == ["benchmark"] and {e["runner_group"] for e in entries(bench)} == {"single-gpu"}
 
@@ -188,7 +194,26 @@ def test_cli_prints_plan_and_writes_github_output(target: Path, tmp_path: Path) 
     assert json.loads(outputs["slice_ids"]) == plan["slice_ids"]
 
 
+def test_cli_not_a_git_repo_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    proc = harness("plan", "--event", "push", "--changed-files", "a.py", "--repo", str(tmp_path / "plain"),
+                   cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "" and "not a git repository" in proc.stderr
+
+
 def test_cli_bad_input_exits_2_with_one_line(target: Path) -> None:
     proc = harness("plan", "--event", "push", "--changed-files-from", "/nonexistent/changed.txt", cwd=target)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "cannot read changed files" in proc.stderr
+
+
+def test_generic_target_plans_the_pseudo_model_all(tmp_path: Path) -> None:
+    """No description: one suite `all`, pseudo-model `all` (what `harness run --models all` takes)."""
+    root = tmp_path / "plain"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "core.py").write_text("X = 1\n")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    plan = make_plan(PlanRequest(event="pull_request", changed_files=["pkg/core.py"], repo=str(root)))
+    assert plan["models"] == ["all"] and plan["suites"] == ["all"]
+    assert {e["runner_group"] for e in entries(plan)} == {"cpu", "single-gpu", "multi-gpu"}
+    assert make_plan(PlanRequest(event="pull_request", changed_files=["README.md"], repo=str(root)))["empty"]
