@@ -79,7 +79,9 @@ def _merge_history(root: Path) -> tuple[RepoBuilder, str]:
 
 
 def _unbuildable(root: Path, culprit_at: int, kind: str) -> tuple[RepoBuilder, str]:
-    """Commit 8 cannot run (syntax error in the package, or its install command fails); 9 repairs it."""
+    """Commit 8 cannot run (syntax error in the package, or its install command fails); 9 repairs it.
+    The install kind changes a dependency file at 8 and back at 9: installs are shared across commits with
+    the same dependency files (harness_bisect/envs.py), so only a dependency change reinstalls."""
     names = "AB"
     extra = {}
     if kind == "install":
@@ -92,10 +94,11 @@ def _unbuildable(root: Path, culprit_at: int, kind: str) -> tuple[RepoBuilder, s
             a_value = 0
         core = broken_core(names, {"A": a_value})
         if i == 8:
-            files = {"pkg/core.py": core + "def broken(:\n"} if kind == "syntax" else {"BROKEN": "x\n", "pkg/core.py": core}
+            files = {"pkg/core.py": core + "def broken(:\n"} if kind == "syntax" else {"BROKEN": "x\n", "requirements.txt": "broken-dependency\n", "pkg/core.py": core}
             b.commit(files, "wip: does not build")
         elif i == 9:
-            b.commit({"pkg/core.py": core, **({"BROKEN": None} if kind == "install" else {})}, "fix the build"
+            b.commit({"pkg/core.py": core, **({"BROKEN": None, "requirements.txt": None} if kind == "install" else {})},
+                     "fix the build"
                      + (" and break A" if i == culprit_at else ""))
         elif i == culprit_at:
             b.commit({"pkg/core.py": core}, "break A")
