@@ -9,6 +9,7 @@ from sqlalchemy import delete
 
 from harness.store import Store
 from harness.store.schema import Culprit, nodeid_hash, utcnow
+from harness.store.writer import insert_new
 
 
 @dataclass
@@ -101,5 +102,7 @@ def store_culprits(store: Store, result: BisectResult, run_id: int | None = None
             if run_id is not None:
                 same = same.where(Culprit.run_id == run_id)
             s.execute(same)
-        s.add_all(rows)
+        for row in rows:  # natural key (test, commit, run): a culprit already stored is kept as it is
+            insert_new(s.connection(), Culprit.__table__,
+                       {c.name: getattr(row, c.name) for c in Culprit.__table__.columns if c.name != "id"})
     return len(rows)

@@ -41,6 +41,17 @@ class PreparedBatch:
     count: int = 0
 
 
+def on_batch_written(cur: Any, mark: str, run_ids: list[int]) -> None:
+    """Hook called by both writers inside each batch's transaction, after its rows and before its
+    commit, with the ids of the runs the batch wrote (results, headers or ends) and the DBAPI cursor
+    of that transaction (`mark` is its parameter marker: "%s" on Postgres, "?" on SQLite). Tables
+    kept at write time (rollups) are maintained here, so they commit, or roll back, with the rows."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
 def _naive_utc(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -89,7 +100,8 @@ class FastWriter:
         self.is_pg = mark == "%s"
         self.results_added = 0
         self.runs_added = 0
-        self._staging = False
+        self._staging = False  # the COPY staging table exists in this session
+        self._staging_committed = False  # ... and its creation was committed
 
     def at_head(self) -> bool:
         cur = self.conn.cursor()
@@ -105,30 +117,34 @@ class FastWriter:
         return ", ".join([self.mark] * n)
 
     def _run_id(self, cur: Any, uuid: str, header: RunRecord | None) -> int:
+        """The id of run `uuid`: inserted if new (counted only when this call inserted it, so that of
+        many writers at once exactly one counts it), else filled in from `header` where empty."""
         if header is None and uuid in self.run_ids:
             return self.run_ids[uuid]
-        if header is not None:
+        if header is None:
+            cur.execute(f"SELECT id FROM runs WHERE uuid = {self.mark}", (uuid,))
+            found = cur.fetchone()
+            if found:
+                self.run_ids[uuid] = found[0]
+                return found[0]
+            values: list[Any] = [uuid, *[None] * (len(RUN_COLUMNS) - 4), _utcnow(), None, "partial"]
+            values[RUN_COLUMNS.index("gpu_count")] = 0
+        else:
             row = asdict(header)
-            row["started_at"] = _naive_utc(header.started_at) or datetime.now(timezone.utc).replace(tzinfo=None)
+            row["started_at"] = _naive_utc(header.started_at) or _utcnow()
             row["finished_at"] = _naive_utc(header.finished_at)
             values = [row[c] for c in RUN_COLUMNS]
-            fill = ", ".join(f"{c} = COALESCE(runs.{c}, excluded.{c})" for c in RUN_COLUMNS
+        cur.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({self._params(len(RUN_COLUMNS))}) "
+                    "ON CONFLICT (uuid) DO NOTHING", values)
+        inserted = cur.rowcount == 1
+        self.runs_added += int(inserted)
+        if header is not None and not inserted:  # known run (maybe a bare row made by early results)
+            fill = ", ".join(f"{c} = COALESCE({c}, {self.mark})" for c in RUN_COLUMNS
                              if c not in ("uuid", "status", "started_at", "gpu_count"))
-            fill += ", started_at = excluded.started_at, gpu_count = CASE WHEN runs.gpu_count = 0 THEN excluded.gpu_count ELSE runs.gpu_count END"
-        else:
-            values = [uuid, *[None] * (len(RUN_COLUMNS) - 4), datetime.now(timezone.utc).replace(tzinfo=None),
-                      None, "partial"]
-            values[RUN_COLUMNS.index("gpu_count")] = 0
-            fill = None
-        cur.execute(f"SELECT id FROM runs WHERE uuid = {self.mark}", (uuid,))
-        found = cur.fetchone()
-        if found and header is None:
-            self.run_ids[uuid] = found[0]
-            return found[0]
-        self.runs_added += 0 if found else 1
-        sql = (f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({self._params(len(RUN_COLUMNS))}) "
-               f"ON CONFLICT (uuid) DO " + (f"UPDATE SET {fill}" if fill else "NOTHING"))
-        cur.execute(sql, values)
+            cur.execute(f"UPDATE runs SET {fill}, started_at = {self.mark}, gpu_count = CASE WHEN gpu_count = 0 "
+                        f"THEN {self.mark} ELSE gpu_count END WHERE uuid = {self.mark}",
+                        [row[c] for c in RUN_COLUMNS if c not in ("uuid", "status", "started_at", "gpu_count")]
+                        + [row["started_at"], row["gpu_count"], uuid])
         cur.execute(f"SELECT id FROM runs WHERE uuid = {self.mark}", (uuid,))
         self.run_ids[uuid] = cur.fetchone()[0]
         return self.run_ids[uuid]
@@ -161,20 +177,40 @@ class FastWriter:
         return self.write_prepared(self.prepare(records))
 
     def write_prepared(self, batch: PreparedBatch) -> list[Record]:
-        """Run headers, then results, then run ends, in one transaction; returns the other records."""
-        cur = self.conn.cursor()
-        for header in batch.headers:
-            self._run_id(cur, header.uuid, header)
-        for uuid in batch.uuids:
-            self._run_id(cur, uuid, None)
-        if batch.count:
-            self._insert_results(cur, batch)
-        for end in batch.ends:
-            run_id = self._run_id(cur, end.run, None)
-            cur.execute(f"UPDATE runs SET status = {self.mark}, finished_at = {self.mark} WHERE id = {self.mark}",
-                        (end.status, _naive_utc(end.finished_at), run_id))
-        self.conn.commit()
+        """Run headers, then results, then run ends, in one transaction; returns the other records.
+        On any error the transaction is rolled back (nothing of the batch is written), the counts
+        stay as they were, and the error is raised: writing the same batch again completes it."""
+        counts, run_ids = (self.runs_added, self.results_added), dict(self.run_ids)
+        try:
+            cur = self.conn.cursor()
+            touched: dict[int, None] = {}
+            for header in batch.headers:
+                touched[self._run_id(cur, header.uuid, header)] = None
+            for uuid in batch.uuids:
+                touched[self._run_id(cur, uuid, None)] = None
+            if batch.count:
+                self._insert_results(cur, batch)
+            for end in batch.ends:
+                run_id = self._run_id(cur, end.run, None)
+                touched[run_id] = None
+                cur.execute(f"UPDATE runs SET status = {self.mark}, finished_at = {self.mark} WHERE id = {self.mark}",
+                            (end.status, _naive_utc(end.finished_at), run_id))
+            on_batch_written(cur, self.mark, list(touched))
+            self.conn.commit()
+        except BaseException:
+            self.runs_added, self.results_added = counts
+            self.run_ids = run_ids  # ids read in a rolled-back transaction may not exist
+            self._staging = self._staging_committed
+            self._rollback()
+            raise
+        self._staging_committed = self._staging
         return batch.rest
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except Exception:  # noqa: BLE001 - the connection is gone: nothing to roll back
+            pass
 
     def _insert_results(self, cur: Any, batch: PreparedBatch) -> None:
         cols = ", ".join(RESULT_COLUMNS)
@@ -204,4 +240,7 @@ class FastWriter:
         self.results_added += max(cur.rowcount, 0)
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - closing a connection that is already gone
+            pass
