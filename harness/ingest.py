@@ -178,6 +178,7 @@ def ingest(paths: list[str], db_url: str | None, batch_size: int = BATCH_SIZE) -
             if log.error:
                 report.notes.append(log.error)
         if fast is not None:
+            fast.sync()
             report.added.results, report.added.runs = fast.results_added, fast.runs_added
     except DB_ERRORS as exc:
         raise StoreError(f"writing to {redact(store.config.url)} failed: {first_line(exc)} (batches already "

@@ -118,6 +118,7 @@ def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> Non
             store.dispose()
         tail.commit(offset)
         if finishing and not records:
+            writer.sync()
             return
         if not records:
             done.wait(1.0)  # live batches each second; a short session is written once, at its end
