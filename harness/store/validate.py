@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.bundle import RECORD_TYPES, Record
+from harness.bundle import RECORD_TYPES, Record, ResultRecord
 
 MESSAGE_BYTES = 4096  # a failure message is kept to its first 4 kB
 TAIL_BYTES = 4096  # a captured-output tail (any field named *tail*) to its last 4 kB
@@ -207,8 +207,46 @@ CHECKS: dict[str, tuple[type, tuple[tuple[str, Callable[[str, Any], Any]], ...]]
 }
 
 
+_RESULT_BASE = ("run", "nodeid", "outcome", "duration_s", "model", "suite", "message", "attempt", "worker", "device")
+_RESULT_KEYS = frozenset(("kind", *_RESULT_BASE))
+_RESULT_OTHER = {name: fn for name, fn in CHECKS["result"][1] if name not in _RESULT_KEYS}
+_MESSAGE_CHARS = MESSAGE_BYTES // 4  # text this short is within MESSAGE_BYTES whatever its characters
+
+
+def _fast_result(d: dict[str, Any]) -> ResultRecord | None:
+    """The common result line, checked inline (the hot path of an ingest); None when anything is
+    unusual, for `check` to look at field by field and name the problem."""
+    g = d.get
+    run, nodeid, outcome, dur = g("run"), g("nodeid"), g("outcome"), g("duration_s", 0.0)
+    model, suite, message, attempt = g("model"), g("suite"), g("message"), g("attempt", 1)
+    worker, device = g("worker"), g("device")
+    if dur is None:
+        dur = 0.0
+    if not (type(run) is str and 0 < len(run) <= 36 and type(nodeid) is str and 0 < len(nodeid) <= TEXT_CHARS
+            and type(outcome) is str and outcome in OUTCOMES
+            and ((type(dur) is float and 0.0 <= dur < math.inf) or (type(dur) is int and 0 <= dur <= INT32))
+            and type(attempt) is int and 1 <= attempt <= INT32
+            and (model is None or (type(model) is str and len(model) <= 128))
+            and (suite is None or (type(suite) is str and len(suite) <= 64))
+            and (worker is None or (type(worker) is str and len(worker) <= 32))
+            and (device is None or (type(device) is str and len(device) <= 64))
+            and (message is None or (type(message) is str and len(message) <= _MESSAGE_CHARS))):
+        return None
+    rec = ResultRecord(run, nodeid, outcome, float(dur), model, suite, message, attempt, worker, device)
+    if len(d) > 11 or not _RESULT_KEYS.issuperset(d):  # fields beyond the common ones
+        for name in d.keys() - _RESULT_KEYS:
+            fn = _RESULT_OTHER.get(name)
+            if fn is not None:
+                setattr(rec, name, fn(name, d[name]))
+    return rec
+
+
 def check(data: Any) -> Record:
     """The record of one decoded bundle line, checked and made storable; `LineError` if it cannot be."""
+    if type(data) is dict and data.get("kind") == "result":
+        fast = _fast_result(data)
+        if fast is not None:
+            return fast
     if type(data) is not dict:
         raise LineError(f"expected a JSON object, got {type(data).__name__}")
     kind = data.get("kind")
