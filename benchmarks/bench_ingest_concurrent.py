@@ -3,15 +3,21 @@ fresh Postgres database (the product's CLI, as CI jobs call it).
 
 Usage: python benchmarks/bench_ingest_concurrent.py [--rows 250000] [--writers 4] [--db ADMIN_URL]
        [--baseline]  (also time one process ingesting all W bundles' rows, for comparison)
+       [--private-server]  (a throw-away Postgres of this benchmark alone, tests/store/private_pg.py:
+                            its CPU time is then measured too, beside the ingest processes')
 Prints the aggregate results/s (total results / wall time from the first start to the last exit)
 and checks that nothing was lost or doubled: exactly W runs and W x N results, each process
-reporting its own N as new, no process failing.
+reporting its own N as new, no process failing. CPU microseconds per result (ingest processes, and
+the server with --private-server) do not depend on what else the machine runs, unlike the wall rate;
+"2-core ceiling" is the rate two idle cores would give at that CPU cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +41,35 @@ def make_bundle(path: Path, rows: int, uuid: str) -> None:
                              "finished_at": "2026-12-01T01:00:00+00:00"}) + "\n")
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu(data_dir: Path | None) -> float:
+    """CPU seconds used so far by a private server: its postmaster, the children it reaped, and the
+    children alive now (read from /proc)."""
+    if data_dir is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    master = int((data_dir / "postmaster.pid").read_text().split()[0])
+
+    def fields(pid: int) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    mine = fields(master)
+    total = sum(int(v) for v in mine[11:15])  # utime stime cutime cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != master:
+            try:
+                f = fields(int(entry.name))
+            except OSError:
+                continue
+            if int(f[1]) == master:
+                total += int(f[11]) + int(f[12])
+    return total / tick
+
+
 def ingest_at_once(bundles: list[list[Path]], url: str) -> tuple[float, list[dict]]:
     """Start one `harness ingest` per group of bundles at the same moment; wall seconds and reports."""
     start = time.perf_counter()
@@ -55,7 +90,24 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=4)
     ap.add_argument("--db", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--baseline", action="store_true", help="also one process ingesting every bundle")
+    ap.add_argument("--private-server", action="store_true", help="a Postgres server of this benchmark alone")
     args = ap.parse_args()
+    server = None
+    if args.private_server:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.store.private_pg import PrivatePostgres
+
+        server = PrivatePostgres()
+        server.start()
+        args.db = server.url.replace("postgresql://", "postgresql+psycopg2://")
+    try:
+        run(args, server.data if server else None)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def run(args: argparse.Namespace, data_dir: Path | None) -> None:
     admin = create_engine(args.db, isolation_level="AUTOCOMMIT")
     name = f"bench_concurrent_{int(time.time())}"
     with admin.connect() as conn:
@@ -71,13 +123,18 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "harness.cli", "db", "upgrade", "--db", url], check=True,
                            capture_output=True)
             results = []
+
+            def timed(label: str, groups: list[list[Path]]) -> list[dict]:
+                cpu, server = _children_cpu(), server_cpu(data_dir)
+                wall, reports = ingest_at_once(groups, url)
+                results.append((label, wall, _children_cpu() - cpu, server_cpu(data_dir) - server))
+                return reports
+
             if args.baseline:
-                wall, _ = ingest_at_once([bundles], url)
-                results.append(("1 process, all bundles", wall))
+                timed("1 process, all bundles", [bundles])
                 with engine.begin() as conn:
                     conn.execute(text("TRUNCATE test_results, runs RESTART IDENTITY CASCADE"))
-            wall, reports = ingest_at_once([[b] for b in bundles], url)
-            results.append((f"{args.writers} processes at once", wall))
+            reports = timed(f"{args.writers} processes at once", [[b] for b in bundles])
             with engine.connect() as conn:
                 runs = conn.execute(text("SELECT count(*) FROM runs")).scalar()
                 stored = conn.execute(text("SELECT count(*) FROM test_results")).scalar()
@@ -90,8 +147,13 @@ def main() -> None:
     assert runs == args.writers and stored == distinct == total, (runs, stored, distinct)
     assert [r["added"]["results"] for r in reports] == [args.rows] * args.writers, reports
     assert [r["added"]["runs"] for r in reports] == [1] * args.writers, reports
-    for label, wall in results:
-        print(f"{label}: {total:,} results in {wall:.1f} s = {total / wall:,.0f} results/s")
+    load = os.getloadavg()[0]
+    for label, wall, cpu, server in results:
+        per = (cpu + server) / total * 1e6
+        print(f"{label}: {total:,} results in {wall:.1f} s = {total / wall:,.0f} results/s (load {load:.1f}); "
+              f"CPU per result: ingest {cpu / total * 1e6:.1f} us"
+              + (f" + server {server / total * 1e6:.1f} us = {per:.1f} us, 2-core ceiling "
+                 f"{2e6 / per:,.0f} results/s" if data_dir else ""))
     print(f"checked: {runs} runs, {stored:,} results, none lost or doubled")
 
 
