@@ -84,17 +84,17 @@ def ingest_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Load results bundles or JUnit XML into the store (ingesting twice adds nothing)."""
-    from dataclasses import asdict
-
     from harness.config import resolve_db_url
     from harness.ingest import ingest
 
     report = ingest(paths, resolve_db_url(db))
     if as_json:
-        print_json({"files": report.files, "records": report.records, "added": asdict(report.added)})
+        print_json(report.to_json())
     else:
-        typer.echo(f"ingested {report.files} file(s), {report.records} records: {report.added.runs} new runs, "
-                   f"{report.added.results} new results, {report.added.benchmarks} new benchmarks")
+        typer.echo(report.summary())
+    for note in report.notes:
+        sys.stderr.write(f"harness: {note}\n")
+    raise typer.Exit(1 if report.rejected else 0)
 
 
 @app.command("plan")

@@ -3,31 +3,58 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
+import sqlite3
 import threading
 import uuid as uuid_mod
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.bundle import Record, ResultRecord, RunEnd, RunRecord, read_bundle, short_message
+import psycopg2
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as safe_fromstring
+from sqlalchemy.exc import SQLAlchemyError
+
+from harness.bundle import Record, RunEnd
 from harness.errors import HarnessError
-from harness.store.db import Store
+from harness.store.db import Store, StoreError, first_line, redact
 from harness.store.fastpath import FastWriter, PreparedBatch, connect
+from harness.store.validate import LineError, RejectLog, check, looks_like_bundle, read_lines
 from harness.store.writer import IngestStats, write_records
+
+DB_ERRORS = (SQLAlchemyError, psycopg2.Error, sqlite3.Error)
+BATCH_SIZE = int(os.environ.get("HARNESS_INGEST_BATCH", "50000"))  # results per transaction
 
 JUNIT_NAMESPACE = uuid_mod.UUID("4f1c2d9e-5b7a-4c1e-9a43-2f6d1b8e7c10")
 
 
 @dataclass
 class IngestReport:
-    """What one ingest call read and added."""
+    """What one ingest call read, stored (valid records, new or already there), refused and added."""
 
     files: int
     records: int
     added: IngestStats
+    rejected: int = 0
+    rejected_files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. a rejected-lines file that could not be written
+
+    def summary(self) -> str:
+        """One line: "N stored, M rejected (see FILE)" and what was new."""
+        see = f" (see {', '.join(self.rejected_files)})" if self.rejected_files else ""
+        return (f"ingested {self.files} file(s): {self.records} stored, {self.rejected} rejected{see}; "
+                f"{self.added.runs} new runs, {self.added.results} new results, "
+                f"{self.added.benchmarks} new benchmarks")
+
+    def to_json(self) -> dict:
+        return {"files": self.files, "records": self.records, "stored": self.records, "rejected": self.rejected,
+                "rejected_files": self.rejected_files, "notes": self.notes,
+                "added": {"runs": self.added.runs, "results": self.added.results,
+                          "benchmarks": self.added.benchmarks}}
 
 
 def _junit_nodeid(case: ET.Element) -> str:
@@ -48,79 +75,140 @@ def _junit_nodeid(case: ET.Element) -> str:
     return f"{classname}::{name}"
 
 
-def junit_records(path: Path) -> Iterator[Record]:
-    """Records for one JUnit XML file; the run uuid derives from the file content, so re-ingest is a no-op."""
-    data = path.read_bytes()
+def parse_junit(path: Path) -> ET.Element:
+    """The root of a JUnit XML file, parsed with defusedxml (no entities, no external references)."""
     try:
-        root = ET.fromstring(data)
+        root = safe_fromstring(path.read_bytes())
     except ET.ParseError as exc:
         raise HarnessError(f"{path}: not valid JUnit XML ({exc})") from None
-    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    except DefusedXmlException as exc:
+        raise HarnessError(f"{path}: refused, the XML uses a forbidden construct ({type(exc).__name__})") from None
     if root.tag not in ("testsuite", "testsuites"):
         raise HarnessError(f"{path}: not JUnit XML (root element <{root.tag}>)")
+    return root
+
+
+def junit_records(path: Path, log: RejectLog | None = None, root: ET.Element | None = None) -> Iterator[Record]:
+    """Records for one JUnit XML file; the run uuid derives from the file content, so re-ingest is a no-op.
+    A test case that cannot be stored goes to `log` (its `line` is the case's position in the file)."""
+    data = path.read_bytes()
+    root = root if root is not None else parse_junit(path)
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     run_uuid = str(uuid_mod.uuid5(JUNIT_NAMESPACE, hashlib.sha256(data).hexdigest()))
     first = suites[0] if suites else root
     started = first.get("timestamp") or datetime.now(timezone.utc).isoformat()
-    yield RunRecord(uuid=run_uuid, repo=str(path.resolve().parent), event="junit", hostname=first.get("hostname"),
-                    suites=",".join(sorted({s.get("name", "") for s in suites if s.get("name")})) or None,
-                    started_at=started)
+    try:
+        datetime.fromisoformat(started)
+    except ValueError:
+        started = datetime.now(timezone.utc).isoformat()
+    yield check({"kind": "run", "uuid": run_uuid, "repo": str(path.resolve().parent), "event": "junit",
+                 "hostname": (first.get("hostname") or "")[:255] or None,
+                 "suites": ",".join(sorted({s.get("name", "") for s in suites if s.get("name")}))[:255] or None,
+                 "started_at": started})
+    position = 0
     for suite in suites:
         for case in suite.iter("testcase"):
+            position += 1
             outcome, message = "passed", None
             for child in case:
                 if child.tag in ("failure", "error", "skipped"):
                     outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
-                    message = short_message(child.get("message") or (child.text or "").strip())
+                    message = child.get("message") or (child.text or "").strip() or None
                     break
-            yield ResultRecord(run=run_uuid, nodeid=_junit_nodeid(case), outcome=outcome,
-                               duration_s=float(case.get("time") or 0.0), message=message,
-                               suite=suite.get("name"))
+            time_attr = case.get("time")
+            try:
+                duration = float(time_attr) if time_attr not in (None, "") else 0.0
+                yield check({"kind": "result", "run": run_uuid, "nodeid": _junit_nodeid(case), "outcome": outcome,
+                             "duration_s": duration, "message": message, "suite": suite.get("name")})
+            except (ValueError, LineError) as exc:
+                reason = str(exc) if isinstance(exc, LineError) else f"time: {time_attr[:40]!r} is not a number"
+                if log is not None:
+                    log.reject(position, f"testcase {case.get('name', '?')[:200]!r}: {reason}",
+                               ET.tostring(case, encoding="unicode")[:65536])
     yield RunEnd(run=run_uuid, status="completed", finished_at=started)
 
 
-def file_records(path: Path) -> Iterator[Record]:
+def _open_input(path: Path) -> ET.Element | None:
+    """Refuse, before anything is written, an input that is missing, unreadable, empty or not a
+    bundle / JUnit file; the parsed root of a JUnit file."""
     if not path.is_file():
         raise HarnessError(f"{path}: no such file")
-    if path.suffix.lower() == ".xml":
-        return junit_records(path)
-    return read_bundle(path)
+    try:
+        if path.stat().st_size == 0:
+            raise HarnessError(f"{path}: empty file, nothing to ingest")
+        if path.suffix.lower() == ".xml":
+            return parse_junit(path)
+        if not looks_like_bundle(path):
+            raise HarnessError(f"{path}: not a results bundle (no line is a JSON record with a known kind)")
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read ({exc.strerror})") from None
+    return None
 
 
-def ingest(paths: list[str], db_url: str | None, batch_size: int = 50000) -> IngestReport:
-    """Validate every file first (nothing is written if one is unreadable), then write them all."""
+def ingest(paths: list[str], db_url: str | None, batch_size: int = BATCH_SIZE) -> IngestReport:
+    """Check every file first (nothing is written if one is unusable), then write the storable
+    records of each, in one transaction per batch; refused lines go to `<file>.rejected.jsonl`.
+    A store that fails mid-write raises `StoreError`: the batches committed stay (each is whole), and
+    running the same ingest again completes the work (every record has a natural key)."""
     if not paths:
         raise HarnessError("ingest needs at least one bundle (.jsonl) or JUnit XML (.xml) file")
     files = [Path(p) for p in paths]
-    for f in files:  # fail before touching the database
-        first = next(iter(file_records(f)), None)
-        if first is None:
-            raise HarnessError(f"{f}: empty file, nothing to ingest")
+    roots = [_open_input(f) for f in files]
     store = Store.open(db_url)
-    total = IngestStats()
+    report = IngestReport(files=len(files), records=0, added=IngestStats())
+    fast: FastWriter | None = None
     try:
         conn = connect(store.config.url)
         fast = FastWriter(*conn) if conn else None
-        for f in files:
-            if fast is None:
-                stats = write_records(store, file_records(f), batch_size=batch_size)
-                for key in ("runs", "results", "benchmarks", "records"):
-                    setattr(total, key, getattr(total, key) + getattr(stats, key))
-                continue
-            _write_pipelined(fast, store, file_records(f), batch_size, total)
+        for f, root in zip(files, roots, strict=True):
+            log = RejectLog(f)
+            records = junit_records(f, log, root) if root is not None else read_lines(f, log)
+            try:
+                if fast is None:
+                    stats = write_records(store, records, batch_size=batch_size)
+                    for key in ("runs", "results", "benchmarks", "records"):
+                        setattr(report.added, key, getattr(report.added, key) + getattr(stats, key))
+                else:
+                    _write_pipelined(fast, store, records, batch_size, report.added)
+            finally:
+                log.close()
+            if log.count:
+                report.rejected += log.count
+                report.rejected_files.append(str(log.path))
+            if log.error:
+                report.notes.append(log.error)
         if fast is not None:
-            total.results, total.runs = fast.results_added, fast.runs_added
-            fast.close()
+            fast.sync()
+            report.added.results, report.added.runs = fast.results_added, fast.runs_added
+    except DB_ERRORS as exc:
+        raise StoreError(f"writing to {redact(store.config.url)} failed: {first_line(exc)} (batches already "
+                         "written are whole; run the same ingest again to complete it)") from None
+    except OSError as exc:
+        raise HarnessError(f"reading {exc.filename or 'an input'} failed: {exc.strerror}") from None
     finally:
+        if fast is not None:
+            fast.close()
         store.dispose()
-    return IngestReport(files=len(files), records=total.records, added=total)
+    report.records = report.added.records
+    return report
 
 
 def _write_pipelined(fast: FastWriter, store: Store, records: Iterator[Record], batch_size: int,
                      total: IngestStats) -> None:
-    """Parse and prepare the next batch in a thread while the database writes this one (psycopg2 and
-    sqlite3 release the GIL while they wait); runs and results through the DBAPI writer (COPY on
-    Postgres), benchmarks through SQLAlchemy."""
+    """Parse, check and prepare the next batch in a thread while the database writes this one
+    (psycopg2 and sqlite3 release the GIL while they wait); runs and results through the DBAPI
+    writer (COPY on Postgres), benchmarks through SQLAlchemy. A write error stops the reader too."""
     batches: queue.Queue[PreparedBatch | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item: PreparedBatch | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                batches.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
@@ -128,20 +216,24 @@ def _write_pipelined(fast: FastWriter, store: Store, records: Iterator[Record], 
             for record in records:
                 batch.append(record)
                 if len(batch) >= batch_size:
-                    batches.put(fast.prepare(batch))
+                    if not put(fast.prepare(batch)):
+                        return
                     batch = []
-            batches.put(fast.prepare(batch))
-            batches.put(None)
+            if put(fast.prepare(batch)):
+                put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the writer thread, raised there
-            batches.put(exc)
+            put(exc)
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
-    while (item := batches.get()) is not None:
-        if isinstance(item, BaseException):
-            raise item
-        total.records += item.count + len(item.headers) + len(item.ends) + len(item.rest)
-        rest = fast.write_prepared(item)
-        if rest:
-            total.benchmarks += write_records(store, rest).benchmarks
-    producer.join()
+    try:
+        while (item := batches.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            rest = fast.write_prepared(item)
+            if rest:
+                total.benchmarks += write_records(store, rest).benchmarks
+            total.records += item.count + len(item.headers) + len(item.ends) + len(item.rest)
+    finally:
+        stop.set()
+        producer.join()

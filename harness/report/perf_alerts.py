@@ -32,6 +32,7 @@ from harness.errors import HarnessError
 from harness.report.changepoint import ChangeDetector, EDivisive
 from harness.store.db import Store
 from harness.store.schema import Benchmark, ModelMeasurement, PerfAlert, TestResult
+from harness.store.writer import insert_new
 
 META_KEY = "_meta"  # the declarations inside a `measurements` object
 NEARBY_POINTS = 3  # an alert this close to a recorded one in the same series is the same change
@@ -242,17 +243,18 @@ def _mark_known(store: Store, key: SeriesKey, points: list[Point], alerts: list[
 
 
 def record(store: Store, alerts: list[Alert]) -> int:
-    """Insert the new alerts into `perf_alerts`, in one transaction; returns how many."""
-    rows = [{
-        "metric": a.key.stored_metric, "model": a.key.model, "gpu_name": a.key.gpu_name,
-        "branch": a.key.branch, "commit_before": a.commit_before, "commit_after": a.commit_after,
-        "value_before": a.value_before, "value_after": a.value_after, "magnitude": a.change,
-        "p_value": a.p_value, "direction": a.direction, "run_id": a.run_id,
-    } for a in alerts if a.new]
-    if rows:
+    """Insert the new alerts into `perf_alerts`, in one transaction; returns how many. An alert whose
+    natural key (series, commit after) another writer stored first is no longer `new`."""
+    new = [a for a in alerts if a.new]
+    if new:
         with store.session() as session:
-            session.execute(PerfAlert.__table__.insert(), rows)
-    return len(rows)
+            for a in new:
+                a.new = insert_new(session.connection(), PerfAlert.__table__, {
+                    "metric": a.key.stored_metric, "model": a.key.model, "gpu_name": a.key.gpu_name,
+                    "branch": a.key.branch, "commit_before": a.commit_before, "commit_after": a.commit_after,
+                    "value_before": a.value_before, "value_after": a.value_after, "magnitude": a.change,
+                    "p_value": a.p_value, "direction": a.direction, "run_id": a.run_id})
+    return sum(a.new for a in new)
 
 
 def run_perf_alerts(store: Store, *, detector: ChangeDetector | None = None, branch: str | None = None,

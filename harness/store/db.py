@@ -8,16 +8,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from harness.config import DEFAULT_DB_URL
 from harness.errors import HarnessError
 from harness.store.revision import SCHEMA_HEAD
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x6861726E657373  # "harness": the advisory lock every migrating process takes
 
 
 class StoreError(HarnessError):
@@ -78,7 +80,12 @@ def make_engine(config: StoreConfig) -> Engine:
     try:
         if url.get_backend_name() == "sqlite":
             if url.database and url.database != ":memory:":
-                Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                folder = Path(url.database).expanduser().parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the folder {folder} of {redact(config.url)}: "
+                                     f"{exc.strerror}") from None
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
@@ -101,9 +108,13 @@ class Store:
     def open(cls, url: str | None = None, *, upgrade: bool = True) -> Store:
         """Connect, and bring the schema to the latest migration unless told not to."""
         store = cls(StoreConfig.from_env(url))
-        store.check_connection()
-        if upgrade and store.current_revision() != SCHEMA_HEAD:
-            store.upgrade()
+        try:
+            store.check_connection()
+            if upgrade and store.current_revision() != SCHEMA_HEAD:
+                store.upgrade()
+        except BaseException:
+            store.dispose()
+            raise
         return store
 
     def check_connection(self) -> None:
@@ -111,8 +122,7 @@ class Store:
             with self.engine.connect():
                 pass
         except OperationalError as exc:
-            first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise StoreError(f"cannot connect to {redact(self.config.url)}: {first}") from None
+            raise StoreError(f"cannot connect to {redact(self.config.url)}: {first_line(exc)}") from None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -126,22 +136,59 @@ class Store:
                 raise
 
     def upgrade(self, revision: str = "head") -> None:
-        """Apply Alembic migrations (an empty database gets the whole schema)."""
+        """Apply Alembic migrations (an empty database gets the whole schema) under a lock, so that
+        any number of processes may open a new database at once: on Postgres a transaction-scoped
+        advisory lock taken on the migrating connection; on SQLite one `BEGIN EXCLUSIVE` transaction
+        around the whole upgrade. Whoever waits finds the work done, and Alembic does nothing."""
         from alembic import command
 
-        with self.engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        engine = self.engine if self.engine.dialect.name == "postgresql" else _exclusive_sqlite(self.engine)
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot migrate {redact(self.config.url)}: {first_line(exc)}") from None
+        finally:
+            if engine is not self.engine:
+                engine.dispose()
 
     def current_revision(self) -> str | None:
-        with self.engine.connect() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return None
-            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        try:
+            with self.engine.connect() as conn:
+                if not inspect(conn).has_table("alembic_version"):
+                    return None
+                return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the schema version of {redact(self.config.url)}: "
+                             f"{first_line(exc)}") from None
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a database error (the driver's own message when there is one)."""
+    orig = getattr(exc, "orig", None) or exc
+    text_ = str(orig).strip()
+    return text_.splitlines()[0] if text_ else type(orig).__name__
+
+
+def _exclusive_sqlite(engine: Engine) -> Engine:
+    """A one-off engine on the same SQLite file whose transactions start with `BEGIN EXCLUSIVE`
+    (the driver's own implicit transactions would leave DDL in autocommit)."""
+    exclusive = create_engine(engine.url, connect_args={"timeout": 60, "isolation_level": None},
+                              poolclass=NullPool)
+    event.listen(exclusive, "connect", _sqlite_pragmas)
+
+    @event.listens_for(exclusive, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN EXCLUSIVE")
+
+    return exclusive
 
 
 def alembic_config():  # noqa: ANN201 - alembic.config.Config, imported lazily

@@ -25,20 +25,35 @@ RESULT_COLUMNS = ("run_id", "nodeid", "nodeid_hash", "model", "suite", "outcome"
                   "attempt", "worker", "device")
 
 
-STAGED_COLUMNS = ("run_uuid", *RESULT_COLUMNS[1:])
+TRANSIENT = ("DeadlockDetected", "SerializationFailure")  # psycopg2 errors worth one more try
+
+# The order rows are prepared in: the hashed key first, so that sorting by it is a plain sort.
+ROW_COLUMNS = ("nodeid_hash", "nodeid", "model", "suite", "outcome", "duration_s", "message", "attempt", "worker",
+               "device")
 
 
 @dataclass
 class PreparedBatch:
-    """Records turned into rows (and COPY text on Postgres) without touching the database."""
+    """Records turned into rows, per run and sorted by test key (COPY lines on Postgres, without
+    their run id, which the writer adds), without touching the database."""
 
     headers: list[RunRecord] = field(default_factory=list)
     ends: list[RunEnd] = field(default_factory=list)
     rest: list[Record] = field(default_factory=list)
     uuids: dict[str, None] = field(default_factory=dict)  # ordered set of run uuids with results
-    rows: list[tuple] = field(default_factory=list)
-    copy_text: str = ""
+    rows: dict[str, list[Any]] = field(default_factory=dict)  # run uuid -> tuples (SQLite) or COPY lines
     count: int = 0
+
+
+def on_batch_written(cur: Any, mark: str, run_ids: list[int]) -> None:
+    """Hook called by both writers inside each batch's transaction, after its rows and before its
+    commit, with the ids of the runs the batch wrote (results, headers or ends) and the DBAPI cursor
+    of that transaction (`mark` is its parameter marker: "%s" on Postgres, "?" on SQLite). Tables
+    kept at write time (rollups) are maintained here, so they commit, or roll back, with the rows."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _naive_utc(value: str | None) -> datetime | None:
@@ -70,6 +85,23 @@ def connect(url: str) -> tuple[Any, str] | None:
     return None
 
 
+def _first(row: tuple) -> Any:
+    return row[0]
+
+
+def _copy_line(row: tuple) -> str:
+    """One row in COPY text format. Most rows need no escaping: join them at once, and check the
+    result (as many tabs as separators, backslashes only in NULL markers, no line breaks)."""
+    h, nodeid, model, suite, outcome, dur, message, attempt, worker, device = row
+    nulls = (model, suite, message, worker, device).count(None)
+    line = "\t".join((h, nodeid, "\\N" if model is None else model, "\\N" if suite is None else suite, outcome,
+                      repr(dur), "\\N" if message is None else message, str(attempt),
+                      "\\N" if worker is None else worker, "\\N" if device is None else device))
+    if line.count("\t") == 9 and line.count("\\") == nulls and "\n" not in line and "\r" not in line:
+        return line
+    return "\t".join([_copy_field(v) for v in row])
+
+
 def _copy_field(value: Any) -> str:
     """One field in COPY text format (bound data, not SQL: escaping per the COPY spec)."""
     if value is None:
@@ -89,7 +121,9 @@ class FastWriter:
         self.is_pg = mark == "%s"
         self.results_added = 0
         self.runs_added = 0
-        self._staging = False
+        self._staging = False  # the COPY staging table exists in this session
+        self._staging_committed = False  # ... and its creation was committed
+        self._new_runs: set[str] = set()  # runs this writer inserted: their results may be COPYed directly
 
     def at_head(self) -> bool:
         cur = self.conn.cursor()
@@ -105,103 +139,171 @@ class FastWriter:
         return ", ".join([self.mark] * n)
 
     def _run_id(self, cur: Any, uuid: str, header: RunRecord | None) -> int:
+        """The id of run `uuid`: inserted if new (counted only when this call inserted it, so that of
+        many writers at once exactly one counts it), else filled in from `header` where empty."""
         if header is None and uuid in self.run_ids:
             return self.run_ids[uuid]
-        if header is not None:
+        if header is None:
+            cur.execute(f"SELECT id FROM runs WHERE uuid = {self.mark}", (uuid,))
+            found = cur.fetchone()
+            if found:
+                self.run_ids[uuid] = found[0]
+                return found[0]
+            values: list[Any] = [uuid, *[None] * (len(RUN_COLUMNS) - 4), _utcnow(), None, "partial"]
+            values[RUN_COLUMNS.index("gpu_count")] = 0
+        else:
             row = asdict(header)
-            row["started_at"] = _naive_utc(header.started_at) or datetime.now(timezone.utc).replace(tzinfo=None)
+            row["started_at"] = _naive_utc(header.started_at) or _utcnow()
             row["finished_at"] = _naive_utc(header.finished_at)
             values = [row[c] for c in RUN_COLUMNS]
-            fill = ", ".join(f"{c} = COALESCE(runs.{c}, excluded.{c})" for c in RUN_COLUMNS
+        cur.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({self._params(len(RUN_COLUMNS))}) "
+                    "ON CONFLICT (uuid) DO NOTHING", values)
+        inserted = cur.rowcount == 1
+        self.runs_added += int(inserted)
+        if inserted:
+            self._new_runs.add(uuid)
+        if header is not None and not inserted:  # known run (maybe a bare row made by early results)
+            fill = ", ".join(f"{c} = COALESCE({c}, {self.mark})" for c in RUN_COLUMNS
                              if c not in ("uuid", "status", "started_at", "gpu_count"))
-            fill += ", started_at = excluded.started_at, gpu_count = CASE WHEN runs.gpu_count = 0 THEN excluded.gpu_count ELSE runs.gpu_count END"
-        else:
-            values = [uuid, *[None] * (len(RUN_COLUMNS) - 4), datetime.now(timezone.utc).replace(tzinfo=None),
-                      None, "partial"]
-            values[RUN_COLUMNS.index("gpu_count")] = 0
-            fill = None
-        cur.execute(f"SELECT id FROM runs WHERE uuid = {self.mark}", (uuid,))
-        found = cur.fetchone()
-        if found and header is None:
-            self.run_ids[uuid] = found[0]
-            return found[0]
-        self.runs_added += 0 if found else 1
-        sql = (f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({self._params(len(RUN_COLUMNS))}) "
-               f"ON CONFLICT (uuid) DO " + (f"UPDATE SET {fill}" if fill else "NOTHING"))
-        cur.execute(sql, values)
+            cur.execute(f"UPDATE runs SET {fill}, started_at = {self.mark}, gpu_count = CASE WHEN gpu_count = 0 "
+                        f"THEN {self.mark} ELSE gpu_count END WHERE uuid = {self.mark}",
+                        [row[c] for c in RUN_COLUMNS if c not in ("uuid", "status", "started_at", "gpu_count")]
+                        + [row["started_at"], row["gpu_count"], uuid])
         cur.execute(f"SELECT id FROM runs WHERE uuid = {self.mark}", (uuid,))
         self.run_ids[uuid] = cur.fetchone()[0]
         return self.run_ids[uuid]
 
     def prepare(self, records: list[Record]) -> PreparedBatch:
-        """The database-free part of a write (hashing, COPY text): safe to run in another thread."""
+        """The database-free part of a write (hashing, sorting, COPY text): safe to run in another
+        thread. Rows are sorted by the hashed test key: the indexes that hold it are then filled
+        page by page, and two writers of the same rows take their locks in the same order."""
         batch = PreparedBatch()
-        rows: list[tuple] = []
+        groups: dict[str, list[tuple]] = {}
+        sha1 = hashlib.sha1
         for rec in records:
-            if isinstance(rec, ResultRecord):
-                rows.append((rec.run, rec.nodeid, hashlib.sha1(rec.nodeid.encode("utf-8", "surrogatepass")).hexdigest(),
-                             rec.model, rec.suite, rec.outcome, float(rec.duration_s or 0.0), rec.message,
-                             int(rec.attempt or 1), rec.worker, rec.device))
-                batch.uuids.setdefault(rec.run, None)
+            if type(rec) is ResultRecord:
+                row = (sha1(rec.nodeid.encode("utf-8", "surrogatepass")).hexdigest(), rec.nodeid, rec.model,
+                       rec.suite, rec.outcome, float(rec.duration_s or 0.0), rec.message, int(rec.attempt or 1),
+                       rec.worker, rec.device)
+                group = groups.get(rec.run)
+                if group is None:
+                    group = groups[rec.run] = []
+                    batch.uuids[rec.run] = None
+                group.append(row)
             elif isinstance(rec, RunRecord):
                 batch.headers.append(rec)
             elif isinstance(rec, RunEnd):
                 batch.ends.append(rec)
             else:
                 batch.rest.append(rec)
-        if self.is_pg:
-            batch.copy_text = "".join("\t".join([_copy_field(v) for v in row]) + "\n" for row in rows)
-        else:
-            batch.rows = rows
-        batch.count = len(rows)
+        for uuid, rows in groups.items():
+            rows.sort(key=_first)
+            batch.count += len(rows)
+            batch.rows[uuid] = [_copy_line(row) for row in rows] if self.is_pg else rows
         return batch
 
     def write(self, records: list[Record]) -> list[Record]:
         """Write what this path handles in one transaction; return the rest, in order."""
         return self.write_prepared(self.prepare(records))
 
-    def write_prepared(self, batch: PreparedBatch) -> list[Record]:
-        """Run headers, then results, then run ends, in one transaction; returns the other records."""
-        cur = self.conn.cursor()
-        for header in batch.headers:
-            self._run_id(cur, header.uuid, header)
-        for uuid in batch.uuids:
-            self._run_id(cur, uuid, None)
-        if batch.count:
-            self._insert_results(cur, batch)
-        for end in batch.ends:
-            run_id = self._run_id(cur, end.run, None)
-            cur.execute(f"UPDATE runs SET status = {self.mark}, finished_at = {self.mark} WHERE id = {self.mark}",
-                        (end.status, _naive_utc(end.finished_at), run_id))
-        self.conn.commit()
-        return batch.rest
+    def write_prepared(self, batch: PreparedBatch, retries: int = 3) -> list[Record]:
+        """Run headers, then results, then run ends, in one transaction; returns the other records.
+        On any error the transaction is rolled back (nothing of the batch is written), the counts
+        stay as they were, and the error is raised: writing the same batch again completes it. A
+        deadlock with another writer (possible only when both write the same rows) is retried."""
+        for attempt in range(retries + 1):
+            try:
+                self._write_once(batch)
+                return batch.rest
+            except Exception as exc:
+                if attempt == retries or type(exc).__name__ not in TRANSIENT:
+                    raise
+        return batch.rest  # not reached
+
+    def _write_once(self, batch: PreparedBatch) -> None:
+        counts, run_ids, new_runs = (self.runs_added, self.results_added), dict(self.run_ids), set(self._new_runs)
+        try:
+            cur = self.conn.cursor()
+            touched: dict[int, None] = {}
+            for header in batch.headers:
+                touched[self._run_id(cur, header.uuid, header)] = None
+            for uuid in batch.uuids:
+                touched[self._run_id(cur, uuid, None)] = None
+            if batch.count:
+                self._insert_results(cur, batch)
+            for end in batch.ends:
+                run_id = self._run_id(cur, end.run, None)
+                touched[run_id] = None
+                cur.execute(f"UPDATE runs SET status = {self.mark}, finished_at = {self.mark} WHERE id = {self.mark}",
+                            (end.status, _naive_utc(end.finished_at), run_id))
+            on_batch_written(cur, self.mark, list(touched))
+            self.conn.commit()
+        except BaseException:
+            self.runs_added, self.results_added = counts
+            self.run_ids = run_ids  # ids read in a rolled-back transaction may not exist
+            self._new_runs = new_runs
+            self._staging = self._staging_committed
+            self._rollback()
+            raise
+        self._staging_committed = self._staging
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except Exception:  # noqa: BLE001 - the connection is gone: nothing to roll back
+            pass
 
     def _insert_results(self, cur: Any, batch: PreparedBatch) -> None:
-        cols = ", ".join(RESULT_COLUMNS)
+        cols = "run_id, " + ", ".join(ROW_COLUMNS)
         conflict = " ON CONFLICT (run_id, nodeid_hash, attempt) DO NOTHING"
         if not self.is_pg:
             before = self.conn.total_changes
-            rows = [(self.run_ids[r[0]], *r[1:]) for r in batch.rows]
-            cur.executemany(f"INSERT INTO test_results ({cols}) VALUES ({self._params(len(RESULT_COLUMNS))})"
-                            + conflict, rows)
+            sql = f"INSERT INTO test_results ({cols}) VALUES ({self._params(len(ROW_COLUMNS) + 1)})" + conflict
+            for uuid, rows in batch.rows.items():
+                run_id = self.run_ids[uuid]
+                cur.executemany(sql, [(run_id, *row) for row in rows])
             self.results_added += self.conn.total_changes - before
             return
         import io
 
+        import psycopg2
+
         cur.execute("SET LOCAL synchronous_commit = off")  # re-runnable, idempotent writes: no fsync wait
-        staged = ", ".join(STAGED_COLUMNS)
+        text = "".join(f"{self.run_ids[uuid]}\t" + f"\n{self.run_ids[uuid]}\t".join(lines) + "\n"
+                       for uuid, lines in batch.rows.items())
+        if all(uuid in self._new_runs for uuid in batch.rows):
+            # Runs this writer created: no other row of theirs can exist unless another writer of the
+            # same bundle is at work, so COPY straight into the table; a clash undoes just that.
+            cur.execute("SAVEPOINT harness_copy")
+            try:
+                cur.copy_expert(f"COPY test_results ({cols}) FROM STDIN", io.StringIO(text))
+            except (psycopg2.errors.UniqueViolation, psycopg2.errors.DeadlockDetected):
+                cur.execute("ROLLBACK TO SAVEPOINT harness_copy")
+                self._new_runs.difference_update(batch.rows)
+            else:
+                cur.execute("RELEASE SAVEPOINT harness_copy")
+                self.results_added += batch.count
+                return
         if not self._staging:  # per connection; emptied by every commit
-            cur.execute("CREATE TEMP TABLE harness_results_in ON COMMIT DELETE ROWS AS SELECT "
-                        "r.uuid AS run_uuid, " + ", ".join(f"t.{c}" for c in RESULT_COLUMNS[1:])
-                        + " FROM test_results t JOIN runs r ON r.id = t.run_id WITH NO DATA")
+            cur.execute(f"CREATE TEMP TABLE harness_results_in ON COMMIT DELETE ROWS AS SELECT {cols} "
+                        "FROM test_results WITH NO DATA")
             self._staging = True
-        cur.copy_expert(f"COPY harness_results_in ({staged}) FROM STDIN", io.StringIO(batch.copy_text))
-        # Sorted by the hashed key: both indexes that lead with it are then filled page by page.
-        cur.execute(f"INSERT INTO test_results ({cols}) SELECT r.id, "
-                    + ", ".join(f"i.{c}" for c in RESULT_COLUMNS[1:])
-                    + " FROM harness_results_in i JOIN runs r ON r.uuid = i.run_uuid"
-                    " ORDER BY i.nodeid_hash, r.id" + conflict)
+        cur.copy_expert(f"COPY harness_results_in ({cols}) FROM STDIN", io.StringIO(text))
+        cur.execute(f"INSERT INTO test_results ({cols}) SELECT {cols} FROM harness_results_in" + conflict)
         self.results_added += max(cur.rowcount, 0)
 
+    def sync(self) -> None:
+        """Make every batch committed so far durable. Batches commit without waiting for the WAL
+        flush (synchronous_commit off: a crash may lose the last moment's batches whole, which a
+        re-run writes again); one synchronous commit of a transaction with an id flushes the WAL up
+        to it, so a writer calls this before it reports success."""
+        if self.is_pg:
+            cur = self.conn.cursor()
+            cur.execute("SELECT txid_current()")
+            self.conn.commit()
+
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - closing a connection that is already gone
+            pass

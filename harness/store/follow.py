@@ -9,7 +9,6 @@ it is ready before a short pytest session ends), else through the SQLAlchemy wri
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -17,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.bundle import Record, from_dict
+from harness.bundle import Record
+from harness.store.validate import LineError, check_line
 
 if TYPE_CHECKING:
     from harness.store.db import Store
@@ -30,6 +30,7 @@ class BundleTail:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.offset = 0
+        self.rejected = 0  # lines that cannot be stored (bad JSON, types, sizes), skipped
 
     def read(self) -> tuple[list[Record], int]:
         """New records and the offset just past them (call `commit(offset)` once they are handled)."""
@@ -44,9 +45,12 @@ class BundleTail:
         records: list[Record] = []
         for raw in chunk[: end + 1].splitlines():
             try:
-                records.append(from_dict(json.loads(raw)))
-            except (ValueError, TypeError, AttributeError):
+                record = check_line(raw)
+            except LineError:  # `harness ingest` of the bundle lists it in <bundle>.rejected.jsonl
+                self.rejected += 1
                 continue
+            if record is not None:
+                records.append(record)
         return records, self.offset + end + 1
 
     def commit(self, offset: int) -> None:
@@ -114,6 +118,7 @@ def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> Non
             store.dispose()
         tail.commit(offset)
         if finishing and not records:
+            writer.sync()
             return
         if not records:
             done.wait(1.0)  # live batches each second; a short session is written once, at its end

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -112,7 +113,13 @@ class Benchmark(Base):
     """Seed-compatible benchmark header: one model configuration measured at one commit."""
 
     __tablename__ = "benchmarks"
-    __table_args__ = (Index("ix_benchmarks_series", "model", "gpu_name", "branch", "created_at"),)
+    __table_args__ = (
+        Index("ix_benchmarks_series", "model", "gpu_name", "branch", "created_at"),
+        # Natural key of a run's benchmark (migration 0004): a second write is a no-op.
+        Index("ux_benchmarks_natural", "run_id", text("COALESCE(nodeid_hash, '')"), text("COALESCE(config, '')"),
+              text("COALESCE(dtype, '')"), text("COALESCE(batch_size, -1)"), text("COALESCE(prompt_length, -1)"),
+              unique=True, postgresql_where=text("run_id IS NOT NULL"), sqlite_where=text("run_id IS NOT NULL")),
+    )
 
     benchmark_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     branch: Mapped[str | None] = mapped_column(String(255))
@@ -160,7 +167,10 @@ class Culprit(Base):
     """The commit found to break a test (or move a metric)."""
 
     __tablename__ = "culprits"
-    __table_args__ = (Index("ix_culprits_test", "nodeid_hash"), Index("ix_culprits_commit", "commit_sha"))
+    __table_args__ = (
+        Index("ix_culprits_test", "nodeid_hash"), Index("ix_culprits_commit", "commit_sha"),
+        Index("ux_culprits_natural", "nodeid_hash", "commit_sha", "run_id", unique=True),  # 0004
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
@@ -199,7 +209,12 @@ class PerfAlert(Base):
     """A change point found in one metric series."""
 
     __tablename__ = "perf_alerts"
-    __table_args__ = (Index("ix_perf_alerts_series", "model", "metric", "gpu_name", "branch"),)
+    __table_args__ = (
+        Index("ix_perf_alerts_series", "model", "metric", "gpu_name", "branch"),
+        # Natural key (migration 0004): one alert per series and commit after.
+        Index("ux_perf_alerts_natural", "metric", text("COALESCE(model, '')"), text("COALESCE(gpu_name, '')"),
+              text("COALESCE(branch, '')"), "commit_after", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     metric: Mapped[str] = mapped_column(String(128))

@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Insert, and_, select, update
+from sqlalchemy import Connection, Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from harness.bundle import BenchmarkRecord, Record, ResultRecord, RunEnd, RunRecord
 from harness.store.db import Store
+from harness.store.fastpath import on_batch_written
 from harness.store.schema import (
     Benchmark,
     DeviceMeasurement,
@@ -66,6 +67,7 @@ class RecordWriter:
         self.stats = IngestStats()
         self._run_ids: dict[str, int] = {}
         self._results: list[dict[str, Any]] = []
+        self._touched: dict[int, None] = {}  # run ids written since the last flush (for the batch hook)
 
     def run_id(self, uuid: str, record: RunRecord | None = None) -> int:
         """The id of run `uuid`, inserting it (from `record`, or a bare row) when missing."""
@@ -94,7 +96,7 @@ class RecordWriter:
             if len(self._results) >= self.batch_size:
                 self.flush()
         elif isinstance(record, RunRecord):
-            self.run_id(record.uuid, record)
+            self._touched[self.run_id(record.uuid, record)] = None
         elif isinstance(record, RunEnd):
             self.finish(record)
         elif isinstance(record, BenchmarkRecord):
@@ -102,45 +104,56 @@ class RecordWriter:
             self.add_benchmark(record)
 
     def _result_row(self, r: ResultRecord) -> dict[str, Any]:
+        run_id = self.run_id(r.run)
+        self._touched[run_id] = None
         return {
-            "run_id": self.run_id(r.run), "nodeid": r.nodeid, "nodeid_hash": nodeid_hash(r.nodeid),
+            "run_id": run_id, "nodeid": r.nodeid, "nodeid_hash": nodeid_hash(r.nodeid),
             "model": r.model, "suite": r.suite, "outcome": r.outcome,
             "duration_s": float(r.duration_s or 0.0), "message": r.message, "attempt": int(r.attempt or 1),
             "worker": r.worker, "device": r.device,
         }
 
     def flush(self) -> None:
-        if not self._results:
-            return
-        stmt = _insert(self.conn, TestResult.__table__).on_conflict_do_nothing(
-            index_elements=["run_id", "nodeid_hash", "attempt"])
-        res = self.conn.execute(stmt, self._results)
-        self.stats.results += max(res.rowcount or 0, 0)
-        self._results = []
+        """Write pending results, then run the batch hook; the caller commits right after."""
+        if self._results:
+            stmt = _insert(self.conn, TestResult.__table__).on_conflict_do_nothing(
+                index_elements=["run_id", "nodeid_hash", "attempt"])
+            res = self.conn.execute(stmt, self._results)
+            self.stats.results += max(res.rowcount or 0, 0)
+            self._results = []
+        if self._touched:
+            mark = "%s" if self.conn.dialect.name == "postgresql" else "?"
+            cur = self.conn.connection.dbapi_connection.cursor()
+            try:
+                on_batch_written(cur, mark, list(self._touched))
+            finally:
+                cur.close()
+            self._touched = {}
 
     def finish(self, end: RunEnd) -> None:
         table = Run.__table__
-        self.conn.execute(update(table).where(table.c.id == self.run_id(end.run))
+        run_id = self.run_id(end.run)
+        self._touched[run_id] = None
+        self.conn.execute(update(table).where(table.c.id == run_id)
                           .values(status=end.status, finished_at=parse_time(end.finished_at)))
 
     def add_benchmark(self, b: BenchmarkRecord) -> None:
+        """Insert a benchmark and its measurements unless its natural key (run, test, config, dtype,
+        batch, prompt) is already stored: the header insert decides, atomically, who writes them."""
         run_id = self.run_id(b.run)
-        key = nodeid_hash(b.nodeid)
+        self._touched[run_id] = None
         t = Benchmark.__table__
-        exists = self.conn.execute(select(t.c.benchmark_id).where(and_(
-            t.c.run_id == run_id, t.c.nodeid_hash == key, t.c.config == b.config, t.c.dtype == b.dtype,
-            t.c.batch_size == b.batch_size, t.c.prompt_length == b.prompt_length))).first()
-        if exists:
-            return
         run = self.conn.execute(select(Run.__table__).where(Run.__table__.c.id == run_id)).mappings().one()
         created = parse_time(b.created_at) or utcnow()
-        bench_id = self.conn.execute(t.insert().values(
+        bench_id = self.conn.execute(_insert(self.conn, t).values(
             branch=run["branch"], commit_id=run["commit_sha"],
             commit_message=(run["commit_subject"] or "")[:70] or None,
-            gpu_name=b.gpu_name or run["gpu_name"], created_at=created, run_id=run_id, nodeid_hash=key,
-            model=b.model, config=b.config, dtype=b.dtype, batch_size=b.batch_size,
-            prompt_length=b.prompt_length,
-        ).returning(t.c.benchmark_id)).scalar_one()
+            gpu_name=b.gpu_name or run["gpu_name"], created_at=created, run_id=run_id,
+            nodeid_hash=nodeid_hash(b.nodeid), model=b.model, config=b.config, dtype=b.dtype,
+            batch_size=b.batch_size, prompt_length=b.prompt_length,
+        ).on_conflict_do_nothing().returning(t.c.benchmark_id)).scalar()
+        if bench_id is None:
+            return
         self.conn.execute(ModelMeasurement.__table__.insert().values(
             benchmark_id=bench_id, measurements=b.measurements, time=created))
         samples = [{
@@ -151,6 +164,13 @@ class RecordWriter:
         if samples:
             self.conn.execute(DeviceMeasurement.__table__.insert(), samples)
         self.stats.benchmarks += 1
+
+
+def insert_new(conn: Connection, table: Any, row: dict[str, Any]) -> bool:
+    """Insert `row` unless a row with the same natural key exists (INSERT .. ON CONFLICT DO NOTHING on
+    both backends); True when this call inserted it. Safe when many writers insert the same row at once:
+    exactly one gets True."""
+    return (conn.execute(_insert(conn, table).values(**row).on_conflict_do_nothing()).rowcount or 0) == 1
 
 
 def write_records(store: Store, records: Iterable[Record], batch_size: int = 5000) -> IngestStats:

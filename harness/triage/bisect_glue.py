@@ -30,6 +30,7 @@ from harness.errors import HarnessError
 from harness.run.target import load_target, suite_environment
 from harness.store import Store
 from harness.store.schema import Culprit, nodeid_hash, utcnow
+from harness.store.writer import insert_new
 from harness.triage.flaky import record_flaky
 
 __all__ = ["FAIL", "Attempt", "BisectInputError", "BisectRequest", "BisectResult", "StoreSink", "bisect_command",
@@ -141,7 +142,9 @@ def store_culprits(store: Store, result: BisectResult, run_id: int | None = None
             if run_id is not None:
                 same = same.where(Culprit.run_id == run_id)
             s.execute(same)
-        s.add_all(rows)
+        for row in rows:  # natural key (test, commit, run): a culprit already stored is kept as it is
+            insert_new(s.connection(), Culprit.__table__,
+                       {c.name: getattr(row, c.name) for c in Culprit.__table__.columns if c.name != "id"})
     return len(rows)
 
 

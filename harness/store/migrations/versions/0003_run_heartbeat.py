@@ -1,7 +1,7 @@
 """runs.heartbeat_at: a `running` run whose heartbeat is older than a limit is marked `abandoned`
 (harness/store/lifecycle.py); ix_runs_status finds running runs without scanning the table.
 
-Revision ID: 0003_h1
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-06
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_h1"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
