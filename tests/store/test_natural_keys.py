@@ -7,7 +7,7 @@ import multiprocessing
 import traceback
 from collections.abc import Callable
 
-from harness_bisect.report import BisectResult, CulpritReport, store_culprits
+from harness_bisect.report import BisectResult, CulpritReport
 from sqlalchemy import func, select, text
 
 from harness.bundle import BenchmarkRecord, RunRecord
@@ -15,6 +15,7 @@ from harness.report.perf_alerts import run_perf_alerts
 from harness.store import Store
 from harness.store.schema import Benchmark, Culprit, DeviceMeasurement, ModelMeasurement, PerfAlert, Run
 from harness.store.writer import write_records
+from harness.triage.bisect_glue import store_culprits
 from tests.report.factory import benchmark_series
 
 WRITERS = 6
