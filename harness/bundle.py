@@ -69,6 +69,11 @@ class ResultRecord:
     attempt: int = 1
     worker: str | None = None
     device: str | None = None
+    started_at: str | None = None  # UTC, ISO 8601: when the test's setup began
+    exception: str | None = None  # failed / error: the exception type ("RuntimeError", "torch.OutOfMemoryError")
+    signature: str | None = None  # failing outcomes: harness.signature.signature (16 hex)
+    skip_category: str | None = None  # skipped / xfail: "not-applicable" | "skipped"
+    output_tail: str | None = None  # failing outcomes: the end of captured stdout / stderr / log (8 kB)
 
 
 @dataclass

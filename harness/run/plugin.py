@@ -31,7 +31,15 @@ from harness.bundle import (
     RunRecord,
     short_message,
 )
-from harness.run.plugin_records import PLAIN, RECORD_ERROR_PROPERTY, coerce_properties, internal_error_line
+from harness.run.plugin_records import (
+    PLAIN,
+    RECORD_ERROR_PROPERTY,
+    coerce_properties,
+    failure_identity,
+    internal_error_line,
+    qualified_type,
+    started_iso,
+)
 
 EARLY_SIDECAR = pytest.StashKey[tuple]()
 BENCHMARK_PROPERTY = "harness_benchmark"
@@ -159,6 +167,8 @@ class ItemAnnotator:
         """Coerce what the test recorded to plain JSON where it was recorded (the common case, model
         and device strings only, costs one pass over two tuples)."""
         report = yield
+        if call.excinfo is not None and not report.passed:  # failing or skipped: name what was raised
+            report.harness_exception = qualified_type(call.excinfo.type)  # crosses xdist as a report attribute
         props = item.user_properties
         if not all(type(v) in PLAIN for _, v in props):
             props[:] = coerce_properties(props)
@@ -253,7 +263,8 @@ class Recorder:
         when, passed = report.when, report.passed
         state = self.pending.get(report.nodeid)
         if state is None:
-            state = self.pending[report.nodeid] = {"duration": 0.0, "outcome": None, "message": None}
+            state = self.pending[report.nodeid] = {"duration": 0.0, "outcome": None, "message": None,
+                                                   "start": report.start}
         state["duration"] += report.duration or 0.0
         if passed and when != "teardown" and not hasattr(report, "wasxfail"):
             if when == "call":
@@ -270,10 +281,13 @@ class Recorder:
             state["record_error"] = props[RECORD_ERROR_PROPERTY]
         node = getattr(report, "node", None)
         state["worker"] = getattr(getattr(node, "gateway", None), "id", None)
+        state["sections"] = report.sections  # the last report's hold every phase's captured output
         if when == "call" or when == "???" or (when == "setup" and not passed):
             state["outcome"], state["message"] = classify(report), failure_message(report)
+            state["exc"] = getattr(report, "harness_exception", None)
         elif when == "teardown" and report.failed and state["outcome"] in (None, "passed"):
             state["outcome"], state["message"] = "error", failure_message(report)
+            state["exc"] = getattr(report, "harness_exception", None)
         if when in ("teardown", "???"):
             self._finish(report.nodeid)
 
@@ -285,10 +299,12 @@ class Recorder:
         self.counts["error"] = self.counts.get("error", 0) + 1
         lines = [ln for ln in str(report.longreprtext).splitlines() if ln.strip()]
         message = next((ln for ln in reversed(lines) if ln.startswith("E ")), lines[-1] if lines else None)
+        text = message.lstrip("E ").strip() if message else ""
+        exception, signature, _, output = failure_identity("error", text, None, None, report.sections)
         self.writer.write(ResultRecord(
             run=self.run_uuid, nodeid=report.nodeid or ".", outcome="error", suite=self.suite,
-            message=short_message(f"collection error: {message.lstrip('E ').strip() if message else ''}"),
-            attempt=self.attempt, device=current_device()))
+            message=short_message(f"collection error: {text}"), attempt=self.attempt, device=current_device(),
+            started_at=now_iso(), exception=exception, signature=signature, output_tail=output))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -319,7 +335,7 @@ class Recorder:
         return next((m for m in self.known_models if m in parts or f"test_{m}.py" in parts), None)
 
     def _finish(self, nodeid: str, lost: str | None = None) -> None:
-        state = self.pending.pop(nodeid, None) or {"duration": 0.0, "outcome": None, "message": None}
+        state = self.pending.pop(nodeid, None) or {"duration": 0.0, "outcome": None, "message": None, "start": None}
         self.finished.add(nodeid)
         outcome, message = state["outcome"] or "passed", state["message"]
         if lost is not None:  # no final report: never a pass
@@ -335,10 +351,14 @@ class Recorder:
                 if outcome not in ("failed", "error", "crashed", "timeout"):
                     outcome, message = "error", short_message(f"record not stored: {exc}")
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
-        self.writer.write(ResultRecord(
+        record = ResultRecord(
             run=self.run_uuid, nodeid=nodeid, outcome=outcome, duration_s=round(state["duration"], 6),
             model=model, suite=self.suite, message=message, attempt=self.attempt,
-            worker=state.get("worker"), device=state.get("device")))
+            worker=state.get("worker"), device=state.get("device"), started_at=started_iso(state["start"]))
+        if outcome != "passed":  # only failures, errors and skips pay for their identity
+            record.exception, record.signature, record.skip_category, record.output_tail = failure_identity(
+                outcome, message, state.get("exc") if lost is None else None, model, state.get("sections"), nodeid)
+        self.writer.write(record)
 
     def _write_benchmark(self, nodeid: str, bench: dict[str, Any], state: dict[str, Any],
                          model: str | None) -> None:

@@ -8,9 +8,11 @@ of a pytest INTERNALERROR in one line.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from harness.bundle import NotJSONError, plain_json, short_message
+from harness.signature import exception_type, signature, skip_category, tail
 
 RECORD_ERROR_PROPERTY = "harness_record_error"
 PLAIN = (str, int, float, bool, type(None))
@@ -51,4 +53,46 @@ def internal_error_line(excrepr: Any, excinfo: Any) -> str:
     return short_message(f"pytest INTERNALERROR: {line}", 500) or "pytest INTERNALERROR"
 
 
-__all__ = ["PLAIN", "RECORD_ERROR_PROPERTY", "coerce_properties", "internal_error_line"]
+FAILING = frozenset(("failed", "error", "crashed", "timeout", "xpass"))
+_CAPTURED = ("Captured stdout", "Captured stderr", "Captured log")
+
+
+def qualified_type(cls: type) -> str:
+    """`RuntimeError` for a builtin, `torch.OutOfMemoryError` / `pkg.mod.MyError` otherwise."""
+    module = getattr(cls, "__module__", "builtins")
+    name = getattr(cls, "__qualname__", cls.__name__)
+    return name if module in ("builtins", "__main__") else f"{module}.{name}"
+
+
+def started_iso(start: float | None) -> str | None:
+    """A report's `start` (seconds since the epoch) as ISO 8601 UTC."""
+    return datetime.fromtimestamp(start, timezone.utc).isoformat() if start else None
+
+
+def captured_output(sections: list[tuple[str, str]] | None) -> str | None:
+    """The test's captured stdout, stderr and log (every phase, headed by pytest's section titles),
+    bounded to its last `harness.signature.TAIL_BYTES`."""
+    if not sections:
+        return None
+    parts = [f"----- {title} -----\n{content}" for title, content in sections
+             if content and title.startswith(_CAPTURED)]
+    return tail("\n".join(parts)) if parts else None
+
+
+def failure_identity(outcome: str, message: str | None, typename: str | None, model: str | None,
+                     sections: list[tuple[str, str]] | None, nodeid: str | None = None,
+                     ) -> tuple[str | None, str | None, str | None, str | None]:
+    """(exception, signature, skip_category, output_tail) of a result that did not pass: a failing
+    one gets the first, second and fourth, a skipped or xfail one the third. The test's own id in
+    its message (a crashed worker names it) is not part of the signature."""
+    if outcome in FAILING:
+        exc = exception_type(message, typename) if outcome != "xpass" else None
+        text = message.replace(nodeid, "<test>") if message and nodeid and nodeid in message else message
+        return exc, signature(exc, text, model), None, captured_output(sections)
+    if outcome in ("skipped", "xfail"):
+        return None, None, skip_category(message, xfail=outcome == "xfail"), None
+    return None, None, None, None
+
+
+__all__ = ["PLAIN", "RECORD_ERROR_PROPERTY", "captured_output", "coerce_properties", "failure_identity",
+           "internal_error_line", "qualified_type", "started_iso"]

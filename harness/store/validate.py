@@ -25,7 +25,7 @@ from typing import Any
 from harness.bundle import RECORD_TYPES, Record, ResultRecord
 
 MESSAGE_BYTES = 4096  # a failure message is kept to its first 4 kB
-TAIL_BYTES = 4096  # a captured-output tail (any field named *tail*) to its last 4 kB
+TAIL_BYTES = 8192  # a captured-output tail (any field named *tail*) to its last 8 kB
 TEXT_CHARS = 65536  # node ids and other unbounded text: longer is refused, not cut
 REJECTED_TEXT = 65536  # how much of a refused line its rejected record keeps
 INT32 = 2**31 - 1
@@ -38,8 +38,9 @@ LIMITS: dict[str, int] = {
     "commit_email": 255, "event": 64, "workflow": 255, "runner_group": 64, "machine_type": 128,
     "hostname": 255, "gpu_name": 255, "python_version": 32, "torch_version": 64, "cuda_version": 32,
     "suites": 255, "status": 16, "model": 128, "suite": 64, "outcome": 16, "worker": 32, "device": 64,
-    "config": 128, "dtype": 32,
+    "config": 128, "dtype": 32, "exception": 255, "signature": 40, "skip_category": 16,
 }
+SKIP_CATEGORIES = frozenset(("not-applicable", "skipped"))
 CAPPED = frozenset(("message", "commit_subject"))  # cut to MESSAGE_BYTES rather than refused
 REQUIRED = {"run": ("uuid",), "result": ("run", "nodeid", "outcome"), "benchmark": ("run", "nodeid"),
             "run_end": ("run", "status", "finished_at")}
@@ -207,10 +208,25 @@ CHECKS: dict[str, tuple[type, tuple[tuple[str, Callable[[str, Any], Any]], ...]]
 }
 
 
-_RESULT_BASE = ("run", "nodeid", "outcome", "duration_s", "model", "suite", "message", "attempt", "worker", "device")
+_RESULT_BASE = ("run", "nodeid", "outcome", "duration_s", "model", "suite", "message", "attempt", "worker", "device",
+                "started_at", "exception", "signature", "skip_category", "output_tail")
 _RESULT_KEYS = frozenset(("kind", *_RESULT_BASE))
 _RESULT_OTHER = {name: fn for name, fn in CHECKS["result"][1] if name not in _RESULT_KEYS}
 _MESSAGE_CHARS = MESSAGE_BYTES // 4  # text this short is within MESSAGE_BYTES whatever its characters
+_TAIL_CHARS = TAIL_BYTES // 4
+
+
+def _started(value: Any) -> bool:
+    """A plausible ISO timestamp, checked without parsing when it has the plugin's own form."""
+    if value is None:
+        return True
+    if type(value) is not str or not 10 <= len(value) <= 40:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _fast_result(d: dict[str, Any]) -> ResultRecord | None:
@@ -220,6 +236,8 @@ def _fast_result(d: dict[str, Any]) -> ResultRecord | None:
     run, nodeid, outcome, dur = g("run"), g("nodeid"), g("outcome"), g("duration_s", 0.0)
     model, suite, message, attempt = g("model"), g("suite"), g("message"), g("attempt", 1)
     worker, device = g("worker"), g("device")
+    started, exc, sig, category, out = g("started_at"), g("exception"), g("signature"), g("skip_category"), \
+        g("output_tail")
     if dur is None:
         dur = 0.0
     if not (type(run) is str and 0 < len(run) <= 36 and type(nodeid) is str and 0 < len(nodeid) <= TEXT_CHARS
@@ -230,10 +248,16 @@ def _fast_result(d: dict[str, Any]) -> ResultRecord | None:
             and (suite is None or (type(suite) is str and len(suite) <= 64))
             and (worker is None or (type(worker) is str and len(worker) <= 32))
             and (device is None or (type(device) is str and len(device) <= 64))
-            and (message is None or (type(message) is str and len(message) <= _MESSAGE_CHARS))):
+            and (message is None or (type(message) is str and len(message) <= _MESSAGE_CHARS))
+            and (exc is None or (type(exc) is str and len(exc) <= 255))
+            and (sig is None or (type(sig) is str and len(sig) <= 40))
+            and (category is None or category in SKIP_CATEGORIES)
+            and (out is None or (type(out) is str and len(out) <= _TAIL_CHARS))
+            and _started(started)):
         return None
-    rec = ResultRecord(run, nodeid, outcome, float(dur), model, suite, message, attempt, worker, device)
-    if len(d) > 11 or not _RESULT_KEYS.issuperset(d):  # fields beyond the common ones
+    rec = ResultRecord(run, nodeid, outcome, float(dur), model, suite, message, attempt, worker, device,
+                       started, exc, sig, category, out)
+    if len(d) > 16 or not _RESULT_KEYS.issuperset(d):  # fields beyond the common ones
         for name in d.keys() - _RESULT_KEYS:
             fn = _RESULT_OTHER.get(name)
             if fn is not None:
@@ -266,6 +290,9 @@ def check(data: Any) -> Record:
                 values[name] = value
     if kind == "result" and values["outcome"] not in OUTCOMES:
         raise LineError(f"outcome: {values['outcome'][:20]!r} is not one of {', '.join(sorted(OUTCOMES))}")
+    if kind == "result" and values.get("skip_category") not in (None, *SKIP_CATEGORIES):
+        raise LineError(f"skip_category: {values['skip_category'][:20]!r} is not one of "
+                        f"{', '.join(sorted(SKIP_CATEGORIES))}")
     if kind in ("run", "run_end") and values.get("status", "running") not in RUN_STATUSES:
         raise LineError(f"status: {values['status'][:20]!r} is not one of {', '.join(sorted(RUN_STATUSES))}")
     if values.get("duration_s", 0.0) is None:
