@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from harness.bundle import Record, RunEnd
 from harness.errors import HarnessError
+from harness.signature import exception_type, model_of_nodeid, signature, skip_category, tail
 from harness.store.db import Store, StoreError, first_line, redact
 from harness.store.fastpath import FastWriter, PreparedBatch, connect
 from harness.store.validate import LineError, RejectLog, check, looks_like_bundle, read_lines
@@ -109,23 +110,47 @@ def junit_records(path: Path, log: RejectLog | None = None, root: ET.Element | N
     for suite in suites:
         for case in suite.iter("testcase"):
             position += 1
-            outcome, message = "passed", None
-            for child in case:
-                if child.tag in ("failure", "error", "skipped"):
-                    outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
-                    message = child.get("message") or (child.text or "").strip() or None
-                    break
             time_attr = case.get("time")
             try:
                 duration = float(time_attr) if time_attr not in (None, "") else 0.0
-                yield check({"kind": "result", "run": run_uuid, "nodeid": _junit_nodeid(case), "outcome": outcome,
-                             "duration_s": duration, "message": message, "suite": suite.get("name")})
+                nodeid = _junit_nodeid(case)
+                yield check({"kind": "result", "run": run_uuid, "nodeid": nodeid,
+                             "duration_s": duration, "suite": suite.get("name"), **_junit_outcome(case, nodeid)})
             except (ValueError, LineError) as exc:
                 reason = str(exc) if isinstance(exc, LineError) else f"time: {time_attr[:40]!r} is not a number"
                 if log is not None:
                     log.reject(position, f"testcase {case.get('name', '?')[:200]!r}: {reason}",
                                ET.tostring(case, encoding="unicode")[:65536])
     yield RunEnd(run=run_uuid, status="completed", finished_at=started)
+
+
+def _junit_outcome(case: ET.Element, nodeid: str) -> dict[str, object]:
+    """Outcome, message and what JUnit carries of the failure's identity: the `type` of a failure or
+    error (else the type its message names), its signature, the skip category of a skip, the case's
+    `timestamp` if it has one, and the tail of system-out / system-err for a failure or error."""
+    out: dict[str, object] = {"outcome": "passed", "message": None}
+    stamp = case.get("timestamp")
+    if stamp:
+        try:
+            datetime.fromisoformat(stamp)
+            out["started_at"] = stamp
+        except ValueError:
+            pass
+    for child in case:
+        if child.tag not in ("failure", "error", "skipped"):
+            continue
+        outcome = out["outcome"] = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
+        message = out["message"] = child.get("message") or (child.text or "").strip() or None
+        if outcome == "skipped":
+            out["skip_category"] = skip_category(message, xfail=child.get("type") == "pytest.xfail")
+            return out
+        exc = exception_type(message, (child.get("type") or "").strip()[:255] or None)
+        out["exception"], out["signature"] = exc, signature(exc, message, model_of_nodeid(nodeid))
+        streams = [f"----- {el.tag} -----\n{el.text}" for el in case if el.tag in ("system-out", "system-err")
+                   and el.text and el.text.strip()]
+        out["output_tail"] = tail("\n".join(streams)) if streams else None
+        return out
+    return out
 
 
 def _open_input(path: Path) -> ET.Element | None:

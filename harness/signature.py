@@ -60,7 +60,9 @@ def exception_type(message: str | None, typename: str | None = None) -> str | No
     if not message:
         return None
     m = _EXC_PREFIX.match(message)
-    return m.group(1)[:255] if m else None
+    if m:
+        return m.group(1)[:255]
+    return "AssertionError" if message.lstrip().startswith("assert ") else None  # pytest's rewritten asserts
 
 
 def _model_pattern(model: str) -> re.Pattern[str] | None:
@@ -71,6 +73,16 @@ def _model_pattern(model: str) -> re.Pattern[str] | None:
         return None
     body = r"[-_. ]?".join(parts)
     return re.compile(rf"(?<![A-Za-z])(?i:{body})(?![a-z])")
+
+
+_PARAM = re.compile(r"\[([A-Za-z][A-Za-z0-9_.]*(?:-[A-Za-z0-9_.]+)*)\]$")
+
+
+def model_of_nodeid(nodeid: str | None) -> str | None:
+    """The single parameter of a test id such as `test_forward[llama]` (the model a per-model test is
+    parametrised with), for sources that name no model (JUnit XML); None otherwise."""
+    m = _PARAM.search(nodeid or "")
+    return m.group(1) if m and len(m.group(1)) >= 3 and "-" not in m.group(1) else None
 
 
 def normalise(message: str | None, model: str | None = None) -> str:
@@ -140,5 +152,5 @@ def tail(text: str | None, limit: int = TAIL_BYTES) -> str | None:
     return marker + data[len(data) - keep:].decode("utf-8", "ignore")
 
 
-__all__ = ["NOT_APPLICABLE", "SKIPPED", "SKIP_CATEGORIES", "exception_type", "normalise", "signature",
+__all__ = ["NOT_APPLICABLE", "SKIPPED", "SKIP_CATEGORIES", "exception_type", "model_of_nodeid", "normalise", "signature",
            "skip_category", "tail"]

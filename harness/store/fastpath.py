@@ -22,14 +22,14 @@ RUN_COLUMNS = ("uuid", "repo", "branch", "commit_sha", "commit_subject", "commit
                "workflow", "runner_group", "machine_type", "hostname", "gpu_name", "gpu_count", "python_version",
                "torch_version", "cuda_version", "suites", "models", "started_at", "finished_at", "status")
 RESULT_COLUMNS = ("run_id", "nodeid", "nodeid_hash", "model", "suite", "outcome", "duration_s", "message",
-                  "attempt", "worker", "device")
+                  "attempt", "worker", "device", "started_at", "exception", "signature", "skip_category", "output_tail")
 
 
 TRANSIENT = ("DeadlockDetected", "SerializationFailure")  # psycopg2 errors worth one more try
 
 # The order rows are prepared in: the hashed key first, so that sorting by it is a plain sort.
 ROW_COLUMNS = ("nodeid_hash", "nodeid", "model", "suite", "outcome", "duration_s", "message", "attempt", "worker",
-               "device")
+               "device", "started_at", "exception", "signature", "skip_category", "output_tail")
 
 
 @dataclass
@@ -63,6 +63,16 @@ def _naive_utc(value: str | None) -> datetime | None:
     return dt.astimezone(timezone.utc).replace(tzinfo=None) if dt.tzinfo else dt
 
 
+def _utc_text(value: str | None) -> str | None:
+    """An ISO timestamp as naive UTC text in the form SQLAlchemy stores (and Postgres reads)."""
+    if not value:
+        return None
+    if value.endswith("+00:00") and len(value) == 32:  # the plugin's own form: already UTC, microseconds
+        return value[:10] + " " + value[11:26]
+    dt = _naive_utc(value)
+    return dt.strftime("%Y-%m-%d %H:%M:%S.%f") if dt else None
+
+
 def connect(url: str) -> tuple[Any, str] | None:
     """A DBAPI connection and its paramstyle marker for a sqlite or postgresql URL, else None."""
     parts = urlsplit(url)
@@ -92,12 +102,16 @@ def _first(row: tuple) -> Any:
 def _copy_line(row: tuple) -> str:
     """One row in COPY text format. Most rows need no escaping: join them at once, and check the
     result (as many tabs as separators, backslashes only in NULL markers, no line breaks)."""
-    h, nodeid, model, suite, outcome, dur, message, attempt, worker, device = row
-    nulls = (model, suite, message, worker, device).count(None)
+    h, nodeid, model, suite, outcome, dur, message, attempt, worker, device, started, exc, sig, cat, out = row
+    if out is not None or exc is not None:  # a failure: rare, and its output has line breaks
+        return "\t".join([_copy_field(v) for v in row])
+    nulls = (model, suite, message, worker, device, started, sig, cat).count(None) + 2
     line = "\t".join((h, nodeid, "\\N" if model is None else model, "\\N" if suite is None else suite, outcome,
                       repr(dur), "\\N" if message is None else message, str(attempt),
-                      "\\N" if worker is None else worker, "\\N" if device is None else device))
-    if line.count("\t") == 9 and line.count("\\") == nulls and "\n" not in line and "\r" not in line:
+                      "\\N" if worker is None else worker, "\\N" if device is None else device,
+                      "\\N" if started is None else started, "\\N", "\\N" if sig is None else sig,
+                      "\\N" if cat is None else cat, "\\N"))
+    if line.count("\t") == 14 and line.count("\\") == nulls and "\n" not in line and "\r" not in line:
         return line
     return "\t".join([_copy_field(v) for v in row])
 
@@ -184,7 +198,8 @@ class FastWriter:
             if type(rec) is ResultRecord:
                 row = (sha1(rec.nodeid.encode("utf-8", "surrogatepass")).hexdigest(), rec.nodeid, rec.model,
                        rec.suite, rec.outcome, float(rec.duration_s or 0.0), rec.message, int(rec.attempt or 1),
-                       rec.worker, rec.device)
+                       rec.worker, rec.device, _utc_text(rec.started_at), rec.exception, rec.signature,
+                       rec.skip_category, rec.output_tail)
                 group = groups.get(rec.run)
                 if group is None:
                     group = groups[rec.run] = []

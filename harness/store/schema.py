@@ -93,6 +93,9 @@ class TestResult(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "nodeid_hash", "attempt", name="uq_test_results_run_test_attempt"),
         Index("ix_test_results_history", "nodeid_hash", "run_id"),
+        # Failures by signature (migration 0006); passing rows have none and are not in it.
+        Index("ix_test_results_signature", "signature", "run_id", postgresql_where=text("signature IS NOT NULL"),
+              sqlite_where=text("signature IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -107,6 +110,12 @@ class TestResult(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     worker: Mapped[str | None] = mapped_column(String(32))
     device: Mapped[str | None] = mapped_column(String(64))
+    # Failure identity (migration 0006, harness/signature.py).
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    exception: Mapped[str | None] = mapped_column(String(255))
+    signature: Mapped[str | None] = mapped_column(String(40))
+    skip_category: Mapped[str | None] = mapped_column(String(16))
+    output_tail: Mapped[str | None] = mapped_column(Text)
 
 
 class Benchmark(Base):

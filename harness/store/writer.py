@@ -110,7 +110,9 @@ class RecordWriter:
             "run_id": run_id, "nodeid": r.nodeid, "nodeid_hash": nodeid_hash(r.nodeid),
             "model": r.model, "suite": r.suite, "outcome": r.outcome,
             "duration_s": float(r.duration_s or 0.0), "message": r.message, "attempt": int(r.attempt or 1),
-            "worker": r.worker, "device": r.device,
+            "worker": r.worker, "device": r.device, "started_at": parse_time(r.started_at),
+            "exception": r.exception, "signature": r.signature, "skip_category": r.skip_category,
+            "output_tail": r.output_tail,
         }
 
     def flush(self) -> None:

@@ -1,0 +1,74 @@
+"""Failure identity on every result: when the test started, its exception type, failure signature,
+skip category and the tail of its captured output (issue 15).
+
+Existing rows are backfilled where the stored message says enough: a failing row gets the exception
+type named at the head of its message and the signature of that message (normalised with the row's
+model, as the plugin does); a skipped or xfail row gets the category its reason implies. Rows are
+read and updated in batches of BATCH by id, the same on Postgres and SQLite; `started_at` and
+`output_tail` cannot be derived and stay NULL for old rows.
+
+Revision ID: 0006
+Revises: 0005
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from harness.signature import exception_type, signature, skip_category
+
+revision = "0006"
+down_revision = "0004"  # TEMP until main has 0005
+branch_labels = None
+depends_on = None
+
+BATCH = 5000
+FAILING = ("failed", "error", "crashed", "timeout", "xpass")
+SKIPS = ("skipped", "xfail")
+
+
+def upgrade() -> None:
+    op.add_column("test_results", sa.Column("started_at", sa.DateTime(), nullable=True))
+    op.add_column("test_results", sa.Column("exception", sa.String(255), nullable=True))
+    op.add_column("test_results", sa.Column("signature", sa.String(40), nullable=True))
+    op.add_column("test_results", sa.Column("skip_category", sa.String(16), nullable=True))
+    op.add_column("test_results", sa.Column("output_tail", sa.Text(), nullable=True))
+    backfill(op.get_bind())
+    op.create_index("ix_test_results_signature", "test_results", ["signature", "run_id"],
+                    postgresql_where=sa.text("signature IS NOT NULL"), sqlite_where=sa.text("signature IS NOT NULL"))
+
+
+def backfill(conn: sa.Connection, batch: int = BATCH) -> int:
+    """Derive exception, signature and skip category of stored rows from their messages; rows updated."""
+    read = sa.text("SELECT id, outcome, message, model, nodeid FROM test_results WHERE id > :last "
+                   "AND outcome IN ('failed', 'error', 'crashed', 'timeout', 'xpass', 'skipped', 'xfail') "
+                   "ORDER BY id LIMIT :n")
+    write = sa.text("UPDATE test_results SET exception = :exception, signature = :signature, "
+                    "skip_category = :category WHERE id = :id")
+    last, done = 0, 0
+    while True:
+        rows = conn.execute(read, {"last": last, "n": batch}).all()
+        if not rows:
+            return done
+        updates = []
+        for row in rows:
+            if row.outcome in FAILING:
+                message = row.message
+                if message and row.nodeid and row.nodeid in message:
+                    message = message.replace(row.nodeid, "<test>")
+                exc = exception_type(message) if row.outcome != "xpass" else None
+                updates.append({"id": row.id, "exception": exc, "signature": signature(exc, message, row.model),
+                                "category": None})
+            else:
+                updates.append({"id": row.id, "exception": None, "signature": None,
+                                "category": skip_category(row.message, xfail=row.outcome == "xfail")})
+        conn.execute(write, updates)
+        done += len(updates)
+        last = rows[-1].id
+
+
+def downgrade() -> None:
+    op.drop_index("ix_test_results_signature", table_name="test_results")
+    with op.batch_alter_table("test_results") as batch:
+        for column in ("output_tail", "skip_category", "signature", "exception", "started_at"):
+            batch.drop_column(column)
