@@ -24,7 +24,7 @@ SKIPPED = "skipped"
 SKIP_CATEGORIES = (NOT_APPLICABLE, SKIPPED)
 
 # A leading "pkg.mod.Name: " of an `exconly()` line: the exception's (qualified) type.
-_EXC_PREFIX = re.compile(r"^\s*(?:E\s+)?((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Warning|"
+_EXC_PREFIX = re.compile(r"^\s*(?:E\s+)?((?:[A-Za-z_]\w*\.)*\w*(?:Error|Exception|Exit|Interrupt|Warning|"
                          r"Failed|Failure|Timeout|Skipped|KeyboardInterrupt|StopIteration))(?::|$)")
 _TENSOR = re.compile(r"\b(tensor|array|Parameter)\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)", re.S)
 _UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
