@@ -3,9 +3,11 @@
 Within Slack's limits: at most 50 blocks a message, 3000 characters a section text, 150 a header,
 10 fields of 2000; longer lists end in "… N more" with a link. Every piece of text that comes from
 tests, commits or people is escaped (`&`, `<`, `>`), so a test name can never become a mention
-(`<!channel>`) or a link. New failures are grouped by culprit, then by message: one entry per
-culprit naming its tests, models and runner groups compactly. Every failing test (new, still
-failing, flaky) is in the thread replies, one model at a time, grouped by message; the header's
+(`<!channel>`) or a link. New failures are grouped by culprit, then by failure signature: one entry
+per culprit naming its tests, models and runner groups compactly, then one line per way of failing
+("12 models: `RuntimeError: expected scalar type BFloat16` since abc1234"), so one broken code path
+in every model family is one line, not one per test. Every failing test (new, still
+failing, flaky) is in the thread replies, one model at a time, grouped by signature; the header's
 failing count, the counts line and the thread add up to the same number.
 """
 
@@ -178,9 +180,35 @@ def _culprit_key(f: FailureItem) -> str:
     return f.culprit.commit_sha if f.culprit else ""
 
 
+def _way(f: FailureItem) -> str:
+    """How a test fails: its signature, or the first line of its message when it has none."""
+    return f"sig:{f.signature}" if f.signature else f"msg:{_first_line(f.message)}"
+
+
+def _shown_message(f: FailureItem) -> str:
+    """The first message line of a failure, led by its exception type."""
+    line = _first_line(f.message)
+    short = (f.exception or "").rsplit(".", 1)[-1]
+    if f.exception and not (line.startswith(f.exception) or (short and line.startswith(short))):
+        line = f"{f.exception}: {line}"
+    return line
+
+
+def _signature_line(same: list[FailureItem], links: Links) -> str:
+    """`12 models: `RuntimeError: …` since abc1234 (llama, …) — 12 failed: `test`, …`."""
+    models = {f.model for f in same if f.model}
+    tests = len({(f.nodeid, f.runner_group) for f in same})
+    count = f"{len(models)} model{'s' if len(models) != 1 else ''}" if models else f"{tests} test{'s' if tests != 1 else ''}"
+    culprit = same[0].culprit
+    since = f" since {link(links.commit(culprit.commit_sha), culprit.commit_sha[:7])}" if culprit else ""
+    named = f" ({escape(_names(models))})" if models else ""
+    return (f"    {count}: `{escape(clip(_shown_message(same[0]), 200))}`{since}{named} — "
+            f"{tests}× {_names(f.outcome for f in same)}: {_tests_text(same)}")
+
+
 def culprit_entries(items: list[FailureItem], links: Links, mentions: Mentions) -> list[str]:
     """One entry per culprit (most tests first, "not found yet" last): its tests, models and runner
-    groups, then one line per distinct message with the tests that fail that way."""
+    groups, then one line per failure signature (most models first) with the tests that fail that way."""
     entries = []
     ordered = sorted(items, key=lambda f: (_culprit_key(f), f.nodeid))
     groups = [list(g) for _, g in groupby(ordered, key=_culprit_key)]
@@ -190,11 +218,9 @@ def culprit_entries(items: list[FailureItem], links: Links, mentions: Mentions) 
         head = (f"• {_culprit_text(tests[0].culprit, links, mentions)} — *{n} test{'s' if n != 1 else ''}*"
                 + (f" ({escape(where)})" if where else ""))
         lines = [head]
-        by_message = sorted(tests, key=lambda f: (_first_line(f.message), f.nodeid))
-        for message, same in groupby(by_message, key=lambda f: _first_line(f.message)):
-            same = list(same)
-            outcomes = _names(f.outcome for f in same)
-            lines.append(f"    {len(same)}× {outcomes} `{escape(clip(message, 200))}`: {_tests_text(same)}")
+        ways = [list(same) for _, same in groupby(sorted(tests, key=lambda f: (_way(f), f.nodeid)), key=_way)]
+        for same in sorted(ways, key=lambda g: (-len({f.model or f.nodeid for f in g}), _way(g[0]))):
+            lines.append(_signature_line(same, links))
         entries.append("\n".join(lines))
     return entries
 
@@ -283,18 +309,19 @@ def build_report(data: ReportData, links: Links | None = None, mentions: Mention
 
 
 def _replies(data: ReportData) -> list[SlackMessage]:
-    """One thread reply per model: every failing test, grouped by message (in a code block)."""
+    """One thread reply per model: every failing test, grouped by signature (its message in a code block)."""
     by_model: dict[str, list[FailureItem]] = {}
     for f in data.failures:
         by_model.setdefault(f.model or "(no model)", []).append(f)
     replies = []
     for model, items in sorted(by_model.items()):
-        ordered = sorted(items, key=lambda f: (_first_line(f.message), f.nodeid))
+        ordered = sorted(items, key=lambda f: (_way(f), f.nodeid))
         lines = []
-        for _, same in groupby(ordered, key=lambda f: _first_line(f.message)):
+        for _, same in groupby(ordered, key=_way):
             same = list(same)
+            sig = f" (signature `{escape(same[0].signature)}`)" if same[0].signature else ""
             lines.append(f"```{escape(clip(same[0].message or '(no message)', 1200))}```\n"
-                         f"{len(same)} test{'s' if len(same) != 1 else ''}:")
+                         f"{len(same)} test{'s' if len(same) != 1 else ''}{sig}:")
             lines += [f"• `{escape(clip(f.nodeid, 300))}` ({f.outcome}, {escape(f.runner_group or '?')}, "
                       f"{KIND_LABEL[f.kind]})" for f in same]
         blocks = pack(lines, MAX_BLOCKS, None, title=f"*{escape(model)}*: {len(items)} failing")

@@ -54,6 +54,8 @@ class FailureItem:
     runner_group: str | None = None  # of the run the result belongs to
     culprit: CulpritInfo | None = None
     kind: str = "new"
+    exception: str | None = None
+    signature: str | None = None  # harness/signature.py: the same failure in many models is one signature
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ def _assemble(session: Any, run: Any, runs: list[Any], results: list[Any], delta
         per_model[row.model or "(no model)"][group[rid]] += 1
         kind = "flaky" if nodeid in flaky_failing else ("new" if (rid, nodeid) in new_keys else "still")
         items.append(FailureItem(nodeid, row.model, row.suite, row.outcome, row.message, group[rid],
-                                 culprits.get(row.nodeid_hash), kind))
+                                 culprits.get(row.nodeid_hash), kind, row.exception, row.signature))
     started = [x.started_at for x in runs if x.started_at]
     finished = [x.finished_at for x in runs if x.finished_at]
     wall = (max(finished) - min(started)).total_seconds() if started and finished else None

@@ -94,7 +94,9 @@ class RunOutcome:
             "bundle": self.bundle, "stored": self.stored, "status": self.status, "complete": self.complete,
             "counts": self.tally.counts(),
             "results": [{"test": r.nodeid, "model": r.model, "suite": r.suite, "outcome": r.outcome,
-                         "duration_s": r.duration_s, "message": r.message} for r in self.tally.results],
+                         "duration_s": r.duration_s, "message": r.message, "exception": r.exception,
+                         "signature": r.signature, "skip_category": r.skip_category,
+                         "started_at": r.started_at} for r in self.tally.results],
         }
 
 

@@ -30,9 +30,18 @@ def to_text(found: NewFailures) -> str:
             f"{len(found.still_failing)} still failing, {len(found.fixed)} fixed, {len(found.missing)} missing"
             + (f", {len(found.flaky)} flaky" if found.confirmed else " (unconfirmed)"))
     lines = [head]
-    for d in found.new:
-        was = f" (was {d.baseline_outcome})" if d.baseline_outcome else " (not in baseline)"
-        lines.append(f"NEW {d.outcome}: {d.nodeid}{was}" + (f" - {d.message}" if d.message else ""))
+    by_test = {d.nodeid: d for d in found.new}
+    for group in found.signatures:  # one block per way of failing: the signature, then its tests
+        if group.signature:
+            models = f" in {len(group.models)} model{'s' if len(group.models) != 1 else ''}" if group.models else ""
+            first = (group.message or "").strip().splitlines()[0] if group.message else "(no message)"
+            lines.append(f"SIGNATURE {group.signature}: {len(group.tests)} test{'s' if len(group.tests) != 1 else ''}"
+                         f"{models} - {first[:200]}" + (f" ({', '.join(group.models)})" if group.models else ""))
+        for nodeid in group.tests:
+            d = by_test[nodeid]
+            was = f" (was {d.baseline_outcome})" if d.baseline_outcome else " (not in baseline)"
+            lines.append(f"{'  ' if group.signature else ''}NEW {d.outcome}: {d.nodeid}{was}"
+                         + (f" - {d.message}" if d.message and not group.signature else ""))
     for f in found.flaky:
         lines.append(f"FLAKY {f.failures}/{f.attempts}: {f.nodeid}")
     lines.extend(f"MISSING: {d.nodeid}" for d in found.missing)

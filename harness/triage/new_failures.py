@@ -28,7 +28,8 @@ from harness.triage.runs import (
     latest_run,
 )
 
-__all__ = ["NewFailures", "NoBaselineError", "TestDelta", "TriageError", "find_new_failures"]
+__all__ = ["NewFailures", "NoBaselineError", "SignatureGroup", "TestDelta", "TriageError", "find_new_failures",
+           "group_by_signature"]
 
 
 @dataclass
@@ -44,6 +45,40 @@ class TestDelta:
     message: str | None
     baseline_outcome: str | None
     device: str | None = None
+    exception: str | None = None
+    signature: str | None = None
+
+
+@dataclass
+class SignatureGroup:
+    """New failures that fail the same way (one signature): the tests, and the models they cover."""
+
+    signature: str | None
+    exception: str | None
+    message: str | None  # the first test's message, as an example
+    tests: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"signature": self.signature, "exception": self.exception, "message": self.message,
+                "count": len(self.tests), "models": self.models, "tests": self.tests}
+
+
+def group_by_signature(deltas: list[TestDelta]) -> list[SignatureGroup]:
+    """`deltas` grouped by failure signature, most tests first; a failure without a signature (an old
+    row, no message) is a group of its own."""
+    groups: dict[str, SignatureGroup] = {}
+    for d in deltas:
+        key = d.signature or f"test:{d.nodeid}"
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = SignatureGroup(d.signature, d.exception, d.message)
+        group.tests.append(d.nodeid)
+        if d.model and d.model not in group.models:
+            group.models.append(d.model)
+    for g in groups.values():
+        g.models.sort()
+    return sorted(groups.values(), key=lambda g: (-len(g.tests), g.signature or "~", g.tests[0]))
 
 
 @dataclass
@@ -59,9 +94,15 @@ class NewFailures:
     flaky: list[Flaky] = field(default_factory=list)  # confirmation: counts include the original failure
     confirmed: bool = False
 
+    @property
+    def signatures(self) -> list[SignatureGroup]:
+        """The new failures grouped by signature."""
+        return group_by_signature(self.new)
+
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "baseline_id": self.baseline_id, "confirmed": self.confirmed,
                 "counts": {k: len(getattr(self, k)) for k in ("new", "still_failing", "fixed", "missing", "flaky")},
+                "signatures": [g.to_json() for g in self.signatures],
                 **{k: [asdict(d) for d in getattr(self, k)] for k in ("new", "still_failing", "fixed", "missing")},
                 "flaky": [f.to_json("nodeid", device=True) for f in self.flaky]}
 
@@ -71,7 +112,8 @@ def _delta(now: Outcome | None, before: Outcome | None) -> TestDelta:
     assert ref is not None
     return TestDelta(nodeid=ref.nodeid, model=ref.model, suite=ref.suite,
                      outcome=now.outcome if now else None, message=now.message if now else None,
-                     baseline_outcome=before.outcome if before else None, device=ref.device)
+                     baseline_outcome=before.outcome if before else None, device=ref.device,
+                     exception=now.exception if now else None, signature=now.signature if now else None)
 
 
 def compare(now: dict[str, Outcome], before: dict[str, Outcome], run_id: int, baseline_id: int) -> NewFailures:

@@ -31,6 +31,8 @@ class Outcome:
     message: str | None
     device: str | None
     attempt: int
+    exception: str | None = None
+    signature: str | None = None
 
 
 def get_run(session: Session, run_id: int) -> Run:
@@ -74,7 +76,8 @@ def final_outcomes(session: Session, run_id: int) -> dict[str, Outcome]:
     """nodeid_hash -> the test's last attempt in the run (a retry that passed makes the test pass)."""
     rows = session.execute(select(
         TestResult.nodeid, TestResult.nodeid_hash, TestResult.model, TestResult.suite, TestResult.outcome,
-        TestResult.message, TestResult.device, TestResult.attempt).where(TestResult.run_id == run_id)).all()
+        TestResult.message, TestResult.device, TestResult.attempt, TestResult.exception,
+        TestResult.signature).where(TestResult.run_id == run_id)).all()
     out: dict[str, Outcome] = {}
     for row in rows:
         current = out.get(row.nodeid_hash)

@@ -38,10 +38,17 @@ def realistic() -> ReportData:
         run_id=812, run_ids=[812, 813], workflow="Nightly CI", event="schedule", branch="main",
         repo=REPO, commit_sha="c0ffee0123456789c0ffee0123456789c0ffee01", commit_subject="Merge #4242",
         runner_groups=[sg, mg], gpu_name="NVIDIA A10G", gpu_count=2, status="completed",
-        totals={"passed": 1520, "failed": 5, "error": 1, "crashed": 1, "timeout": 1, "skipped": 230, "xfail": 4},
+        totals={"passed": 1520, "failed": 9, "error": 1, "crashed": 1, "timeout": 1, "skipped": 230, "xfail": 4},
         wall_time_s=3725.0, baseline_run_id=790,
-        models=[ModelRow("llama", {sg: 3, mg: 2}), ModelRow("mistral", {sg: 2}), ModelRow("gemma", {mg: 1})],
+        models=[ModelRow("llama", {sg: 4, mg: 2}), ModelRow("mistral", {sg: 3}), ModelRow("gemma", {sg: 1, mg: 1}),
+                ModelRow("qwen2", {sg: 1})],
         failing=[
+            # One dtype bug in the shared attention, seen by every family: one signature, one report line.
+            *[FailureItem(f"tests/models/{m}/test_modeling_{m}.py::test_forward_bf16", m, "slow", "failed",
+                          f"RuntimeError: expected scalar type BFloat16 but found Float: tensor([{v}]) at {a} in "
+                          f"{m.capitalize()}Attention", sg, ada, "new", "RuntimeError", "3a332bad74b33102")
+              for m, v, a in (("llama", "0.1250, -1.5000", "0x7f3a2b1c4d50"), ("mistral", "2.0000", "0x55d1e2a3"),
+                              ("gemma", "0.5000, 0.2500, 9.0000", "0x7f00aa10"), ("qwen2", "-3.1400", "0x7fee0040"))],
             FailureItem("tests/models/llama/test_modeling_llama.py::LlamaIntegrationTest::test_generate[<!here>]",
                         "llama", "slow", "failed", f"AssertionError: {EVIL}", sg, ada),
             FailureItem("tests/models/llama/test_modeling_llama.py::LlamaIntegrationTest::test_tp_generate",
@@ -102,18 +109,25 @@ def test_content_of_realistic_report() -> None:
     assert report.main.blocks[0]["text"]["text"] == "🔴 Nightly CI · schedule · main"
     assert f"<{REPO}/commit/c0ffee0123456789c0ffee0123456789c0ffee01|c0ffee0>" in texts
     assert "1h 02m" in texts and "single-gpu, multi-gpu" in texts and "NVIDIA A10G ×2" in texts
-    assert "1520 passed · 5 failed · 1 error · 1 crashed · 1 timeout · 230 skipped · 4 xfail" in texts
-    assert "model    single-gpu   multi-gpu" in texts and "llama             3           2" in texts
-    assert "*🆕 New failures* (5 in 4 groups, by culprit)" in texts
+    assert "1520 passed · 9 failed · 1 error · 1 crashed · 1 timeout · 230 skipped · 4 xfail" in texts
+    assert "model    single-gpu   multi-gpu" in texts and "llama             4           2" in texts
+    assert "*🆕 New failures* (9 in 4 groups, by culprit)" in texts
     assert f"culprit <{REPO}/commit/1f3c2d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d|1f3c2d9>" in texts
-    assert f"by <@U0ADA> · PR <{REPO}/pull/4242|#4242> — *2 tests* (llama · multi-gpu, single-gpu)" in texts
+    assert (f"by <@U0ADA> · PR <{REPO}/pull/4242|#4242> — *6 tests* (gemma, llama, mistral, qwen2 · multi-gpu, "
+            "single-gpu)") in texts
+    # the shared-attention dtype bug: one line for the four models, not four lines
+    assert ("    4 models: `RuntimeError: expected scalar type BFloat16 but found Float: tensor([0.5000, 0.2500, "
+            f"9.0000]) at 0x7f00aa10 in GemmaAttention` since <{REPO}/commit/1f3c2d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
+            "|1f3c2d9> (gemma, llama, mistral, qwen2) — 4× failed: ") in texts
+    assert texts.count("expected scalar type BFloat16") == 1
     assert "by <@U0BOB>" in texts  # GitHub noreply email -> login -> Slack id
     assert "by Eve Unmapped · PR" in texts  # unmapped: named, not mentioned
     assert "culprit not found yet" in texts
     assert "3/10 failed (30%) on cuda:0" in texts
-    assert "*8* failing: *5* new · *1* still failing · *2* flaky · *2* fixed vs run #790" in texts
+    assert "*12* failing: *9* new · *1* still failing · *2* flaky · *2* fixed vs run #790" in texts
     assert "`time_to_first_token_secs` (llama, NVIDIA A10G) +11.5%, p=2e-09" in texts
-    assert [r.text for r in report.replies] == ["gemma: 1 failing", "llama: 5 failing", "mistral: 2 failing"]
+    assert [r.text for r in report.replies] == ["gemma: 2 failing", "llama: 6 failing", "mistral: 3 failing",
+                                                "qwen2: 1 failing"]
     assert "RuntimeError: NCCL error" in "\n".join(iter_texts(report.replies[1].blocks))
 
 
@@ -121,12 +135,12 @@ def test_counts_tell_one_story() -> None:
     """Header totals, the counts line, the per-model table and the thread add up to the same failing count."""
     data = realistic()
     report = build_report(data, LINKS, MENTIONS)
-    assert data.failed == len(data.failing) == 8
-    assert sum(r.total for r in data.models) == 8
-    assert sum(int(r.text.split(": ")[1].split()[0]) for r in report.replies) == 8
-    assert report.main.text.startswith("🔴 Nightly CI on main: 8 failing, 5 new")
+    assert data.failed == len(data.failing) == 12
+    assert sum(r.total for r in data.models) == 12
+    assert sum(int(r.text.split(": ")[1].split()[0]) for r in report.replies) == 12
+    assert report.main.text.startswith("🔴 Nightly CI on main: 12 failing, 9 new")
     texts = "\n".join(iter_texts(report.main.blocks))
-    assert "*8* failing: *5* new · *1* still failing · *2* flaky" in texts and "single-GPU" not in texts
+    assert "*12* failing: *9* new · *1* still failing · *2* flaky" in texts and "single-GPU" not in texts
 
 
 def test_labels_come_from_the_runs_runner_group() -> None:
