@@ -10,7 +10,7 @@ some not. Everyone applies it to the attempts they have:
 
 `Flaky` is what each of them hands on: counts, the device, and an optional failure `signature`
 (issue 15: flaky detection keys on (test, signature), so a test that fails two different ways is not
-one flaky test; None until results carry signatures). Standard library only.
+one flaky test: `observe_signature`). Standard library only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Flaky", "is_flaky", "observe"]
+__all__ = ["Flaky", "is_flaky", "observe", "observe_signature"]
 
 
 def is_flaky(failures: int, attempts: int) -> bool:
@@ -74,3 +74,13 @@ def observe(test: str, failed: Iterable[bool], *, device: str = "", signature: s
     if not is_flaky(failures, len(flags)):
         return None
     return Flaky(test, device, failures, len(flags), signature=signature, failed=last_failed)
+
+
+def observe_signature(test: str, attempts: Iterable[tuple[bool, str | None]], *, signature: str | None,
+                      device: str = "", last_failed: bool = True) -> Flaky | None:
+    """A `Flaky` keyed (test, `signature`) from (failed, signature) attempts: an attempt that failed
+    another way is neither this failure nor a pass and is left out, so a test that only ever fails,
+    in two different ways, is never flaky. An attempt (or `signature`) without a signature matches."""
+    flags = [failed for failed, sig in attempts
+             if not failed or signature is None or sig is None or sig == signature]
+    return observe(test, flags, device=device, signature=signature, last_failed=last_failed)

@@ -6,7 +6,8 @@ other runner groups (one CI matrix); each failure is labelled with its own run's
 
 One story: `totals`, the per-model table, the failure list and the thread all come from one read of
 the final attempts; every failing test is in `failing` exactly once, as new, still failing or flaky.
-A failing test is flaky only on evidence (`_flaky`, each piece judged by `harness_bisect.flaky.is_flaky`):
+A failing test is flaky only on evidence (`_flaky`, each piece judged by `harness_bisect.flaky.is_flaky`),
+always about the same failure signature (a test that fails two different ways is not flaky):
 its attempts in this run disagree, a
 confirmation or bisect of this run recorded it flaky, or it has a flaky record and also failed in one
 of its recent earlier runs. A test that passed in every earlier run, or that has a culprit for this
@@ -19,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness_bisect.flaky import Flaky, is_flaky, observe
+from harness_bisect.flaky import Flaky, is_flaky, observe_signature
 from sqlalchemy import and_, func, or_, select
 
 from harness.errors import HarnessError
@@ -282,27 +283,34 @@ def _flaky(session: Any, runs: list[Any], failing: list[Any], results: list[Any]
     ids = [x.id for x in runs]
     final = {(row.run_id, row.nodeid_hash): row for row in results}
     retried = sorted({h for (_, h), row in final.items() if (row.attempt or 1) > 1})  # only these can disagree
-    attempts = session.execute(select(t.c.run_id, t.c.nodeid_hash, t.c.nodeid, t.c.outcome, t.c.device).where(
+    attempts = session.execute(select(t.c.run_id, t.c.nodeid_hash, t.c.nodeid, t.c.outcome, t.c.device,
+                                      t.c.signature).where(
         and_(t.c.run_id.in_(ids), t.c.nodeid_hash.in_(retried)))).all() if retried else []
     tried: dict[tuple[int, str], list[Any]] = defaultdict(list)
     for a in attempts:
         tried[(a.run_id, a.nodeid_hash)].append(a)
     out: dict[str, Flaky] = {}
-    for key, rows in tried.items():  # evidence 1: attempts of this run disagree
+    for key, rows in tried.items():  # evidence 1: attempts of this run disagree, on the same failure
         last = final[key]
-        seen = observe(last.nodeid, [a.outcome in FAILING_OUTCOMES for a in rows], device=last.device or "",
-                       last_failed=last.outcome in FAILING_OUTCOMES)
+        failed = last.outcome in FAILING_OUTCOMES
+        way = last.signature if failed else next(
+            (a.signature for a in rows if a.outcome in FAILING_OUTCOMES and a.signature), None)
+        seen = observe_signature(last.nodeid, [(a.outcome in FAILING_OUTCOMES, a.signature) for a in rows],
+                                 signature=way, device=last.device or "", last_failed=failed)
         if seen is not None and key[1] not in broken:
             out[last.nodeid] = seen
     hashes = {row.nodeid_hash for row in failing} - broken
     if not hashes:
         return sorted(out.values(), key=lambda x: (-x.fail_rate, x.nodeid))
+    ways = {row.nodeid_hash: row.signature for row in failing}
     records = [row for row in session.execute(select(f).where(f.c.nodeid_hash.in_(sorted(hashes)))).all()
-               if is_flaky(row.failures, row.attempts)]
+               if is_flaky(row.failures, row.attempts)  # a record of another way of failing is no evidence
+               and (not row.signature or not ways.get(row.nodeid_hash) or row.signature == ways[row.nodeid_hash])]
     failed_before = _failed_before(session, runs, {row.nodeid_hash for row in records})
     for row in records:  # evidence 2: recorded flaky by this run's confirmation / bisect, or 3: record + history
         if row.last_run_id in ids or row.nodeid_hash in failed_before:
-            out.setdefault(row.nodeid, Flaky(row.nodeid, row.device or "", row.failures, row.attempts))
+            out.setdefault(row.nodeid, Flaky(row.nodeid, row.device or "", row.failures, row.attempts,
+                                             signature=row.signature or None))
     return sorted(out.values(), key=lambda x: (-x.fail_rate, x.nodeid))
 
 

@@ -198,15 +198,17 @@ class Culprit(Base):
 
 
 class FlakyTest(Base):
-    """Accumulated flake history of one test on one device."""
+    """Accumulated flake history of one test on one device, per failure signature ("" when unknown): a
+    test that fails two different ways is two histories (migration 0006)."""
 
     __tablename__ = "flaky_tests"
-    __table_args__ = (UniqueConstraint("nodeid_hash", "device", name="uq_flaky_tests_test_device"),)
+    __table_args__ = (UniqueConstraint("nodeid_hash", "device", "signature", name="uq_flaky_tests_test_device_signature"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     nodeid: Mapped[str] = mapped_column(Text)
     nodeid_hash: Mapped[str] = mapped_column(String(40))
     device: Mapped[str] = mapped_column(String(64), default="")
+    signature: Mapped[str] = mapped_column(String(40), default="", server_default="")
     failures: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))

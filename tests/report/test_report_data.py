@@ -70,8 +70,10 @@ def test_cpu_run_tells_the_same_story_as_the_store(store: Store) -> None:
     assert "(13 in 1 group, by culprit)" in texts
     assert texts.count("• culprit ") == 1 and f"|{seeded.culprit[:7]}>" in texts
     assert "— *13 tests* (llama, mistral · cpu)" in texts
-    assert "9× failed `AssertionError: logits differ at position 3 (max abs diff 0.71)`" in texts
-    assert "4× failed `RuntimeError: shape mismatch in rotary embedding`" in texts
+    assert ("2 models: `AssertionError: logits differ at position 3 (max abs diff 0.71)` since "
+            f"<https://github.com/acme/models/commit/{seeded.culprit}|{seeded.culprit[:7]}> (llama, mistral) — "
+            "9× failed: ") in texts
+    assert "`RuntimeError: shape mismatch in rotary embedding` since " in texts and "— 4× failed: " in texts
     flaky_section = next(t for t in iter_texts(report.main.blocks) if t.startswith("*🎲 Flaky"))
     assert all(n not in flaky_section for n in BROKEN) and all(n in flaky_section for n in FLAKY)
     assert_within_slack_limits(report.payload())

@@ -5,7 +5,8 @@ Existing rows are backfilled where the stored message says enough: a failing row
 type named at the head of its message and the signature of that message (normalised with the row's
 model, as the plugin does); a skipped or xfail row gets the category its reason implies. Rows are
 read and updated in batches of BATCH by id, the same on Postgres and SQLite; `started_at` and
-`output_tail` cannot be derived and stay NULL for old rows.
+`output_tail` cannot be derived and stay NULL for old rows. Flaky history is kept per (test, device,
+signature); existing histories get the empty signature ("unknown").
 
 Revision ID: 0006
 Revises: 0005
@@ -34,6 +35,11 @@ def upgrade() -> None:
     op.add_column("test_results", sa.Column("skip_category", sa.String(16), nullable=True))
     op.add_column("test_results", sa.Column("output_tail", sa.Text(), nullable=True))
     backfill(op.get_bind())
+    # Flaky history per (test, device, signature): a test failing two different ways is not one flaky test.
+    with op.batch_alter_table("flaky_tests") as batch:
+        batch.add_column(sa.Column("signature", sa.String(40), nullable=False, server_default=""))
+        batch.drop_constraint("uq_flaky_tests_test_device", type_="unique")
+        batch.create_unique_constraint("uq_flaky_tests_test_device_signature", ["nodeid_hash", "device", "signature"])
     op.create_index("ix_test_results_signature", "test_results", ["signature", "run_id"],
                     postgresql_where=sa.text("signature IS NOT NULL"), sqlite_where=sa.text("signature IS NOT NULL"))
 
@@ -69,6 +75,12 @@ def backfill(conn: sa.Connection, batch: int = BATCH) -> int:
 
 def downgrade() -> None:
     op.drop_index("ix_test_results_signature", table_name="test_results")
+    op.execute(sa.text("DELETE FROM flaky_tests WHERE signature <> '' AND id NOT IN "
+                       "(SELECT MIN(id) FROM flaky_tests GROUP BY nodeid_hash, device)"))
+    with op.batch_alter_table("flaky_tests") as batch:
+        batch.drop_constraint("uq_flaky_tests_test_device_signature", type_="unique")
+        batch.drop_column("signature")
+        batch.create_unique_constraint("uq_flaky_tests_test_device", ["nodeid_hash", "device"])
     with op.batch_alter_table("test_results") as batch:
         for column in ("output_tail", "skip_category", "signature", "exception", "started_at"):
             batch.drop_column(column)
