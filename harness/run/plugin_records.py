@@ -64,9 +64,18 @@ def qualified_type(cls: type) -> str:
     return name if module in ("builtins", "__main__") else f"{module}.{name}"
 
 
+_SECOND: list[Any] = [None, ""]  # the last whole second formatted, and its text: tests start many a second
+
+
 def started_iso(start: float | None) -> str | None:
-    """A report's `start` (seconds since the epoch) as ISO 8601 UTC."""
-    return datetime.fromtimestamp(start, timezone.utc).isoformat() if start else None
+    """A report's `start` (seconds since the epoch) as ISO 8601 UTC with microseconds
+    (`2026-01-02T03:04:05.123456+00:00`); the date and time of day are formatted once a second."""
+    if not start:
+        return None
+    second = int(start)
+    if _SECOND[0] != second:
+        _SECOND[0], _SECOND[1] = second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_SECOND[1]}.{min(int((start - second) * 1e6), 999999):06d}+00:00"
 
 
 def captured_output(sections: list[tuple[str, str]] | None) -> str | None:
