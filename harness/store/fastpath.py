@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from harness.bundle import Record, ResultRecord, RunEnd, RunRecord
+from harness.store import rollups
 from harness.store.revision import SCHEMA_HEAD
 
 RUN_COLUMNS = ("uuid", "repo", "branch", "commit_sha", "commit_subject", "commit_author", "commit_email", "event",
@@ -173,6 +174,8 @@ class FastWriter:
             run_id = self._run_id(cur, end.run, None)
             cur.execute(f"UPDATE runs SET status = {self.mark}, finished_at = {self.mark} WHERE id = {self.mark}",
                         (end.status, _naive_utc(end.finished_at), run_id))
+        rollups.refresh(self.conn, [self.run_ids[u] for u in {*batch.uuids, *(h.uuid for h in batch.headers),
+                                                              *(e.run for e in batch.ends)}])  # h5: rollups
         self.conn.commit()
         return batch.rest
 

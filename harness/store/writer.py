@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Insert, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from harness.bundle import BenchmarkRecord, Record, ResultRecord, RunEnd, RunRecord
+from harness.store import rollups
 from harness.store.db import Store
 from harness.store.schema import (
     Benchmark,
@@ -163,8 +164,10 @@ def write_records(store: Store, records: Iterable[Record], batch_size: int = 500
             pending += 1
             if pending >= batch_size:
                 writer.flush()
+                rollups.refresh(conn, writer._run_ids.values())  # h5: rollups, same transaction
                 conn.commit()
                 pending = 0
         writer.flush()
+        rollups.refresh(conn, writer._run_ids.values())  # h5: rollups, same transaction
         conn.commit()
     return writer.stats

@@ -1,0 +1,255 @@
+"""Tables kept at write time for the read paths (dashboards, `new-failures`, `notify`), and the one
+definition of "new failure".
+
+`refresh(conn, run_ids)` recomputes every rollup of the given runs from their stored results, in the
+caller's transaction, right after the raw rows are written; it is idempotent (a re-ingest that adds
+nothing changes nothing) and safe beside other writers (the run row is locked; day totals move by
+deltas). It speaks plain SQL with positional parameters through either a SQLAlchemy `Connection` or
+a DBAPI connection (psycopg2 / sqlite3), so the live plugin's fast writer can call it without
+importing SQLAlchemy.
+
+Kept per run: outcome counts per model x suite (`rollup_run_counts`), totals, day key and baseline
+(`rollup_runs`), its new failures (`rollup_new_failures`). Per day x branch x runner group x model:
+outcome counts (`rollup_daily`). Per branch x runner group x test: the latest final outcome, the run
+where the failing state last changed, the last passing run and duration statistics (`rollup_tests`).
+Names for Grafana variables: `rollup_dims` (models, branches, runner groups), `rollup_test_names`.
+
+A new failure of a completed run R: a test whose last attempt in R fails (failed, error, crashed,
+timeout, xpass) and whose last attempt in R's baseline does not fail or is absent. R's baseline is
+the previous completed run (by start time, then id) of the same branch, runner group, suites and
+models. `classify_sql` is that comparison for any pair of runs; `harness new-failures` and the kept
+table both use it, and the ci-overview panel reads the kept table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+FAILING = "('failed', 'error', 'crashed', 'timeout', 'xpass')"
+PASSING = "('passed', 'xfail')"
+MESSAGE_CHARS = 500
+PRUNED_KEY = "pruned_before"
+
+
+class Sql:
+    """Positional-parameter SQL on a SQLAlchemy Connection or a DBAPI connection (`?` in the text)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.alchemy = hasattr(conn, "exec_driver_sql")
+        if self.alchemy:
+            self.pg = conn.dialect.name == "postgresql"
+        else:
+            self.pg = not type(conn).__module__.startswith("sqlite3")
+
+    def _text(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.pg else sql
+
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        if self.alchemy:
+            return [tuple(r) for r in self.conn.exec_driver_sql(self._text(sql), tuple(params)).fetchall()]
+        cur = self.conn.cursor()
+        try:
+            cur.execute(self._text(sql), tuple(params))
+            return list(cur.fetchall()) if cur.description else []
+        finally:
+            cur.close()
+
+    def run(self, sql: str, params: Iterable[Any] = ()) -> None:
+        if self.alchemy:
+            self.conn.exec_driver_sql(self._text(sql), tuple(params))
+            return
+        cur = self.conn.cursor()
+        try:
+            cur.execute(self._text(sql), tuple(params))
+        finally:
+            cur.close()
+
+    @property
+    def same(self) -> str:
+        """Null-safe equality operator."""
+        return "IS NOT DISTINCT FROM" if self.pg else "IS"
+
+    @property
+    def greatest(self) -> str:
+        return "greatest" if self.pg else "max"
+
+
+def final_sql() -> str:
+    """The last attempt of each test of one run (one `?`: the run id)."""
+    return ("SELECT * FROM (SELECT t.*, row_number() OVER (PARTITION BY t.nodeid_hash ORDER BY t.attempt DESC)"
+            " AS rn FROM test_results t WHERE t.run_id = ?) f WHERE f.rn = 1")
+
+
+def classify_sql(with_missing: bool = True) -> tuple[str, int]:
+    """Per test, its class in run ? against baseline ? (new, still_failing, fixed, missing; NULL when
+    nothing changed). Returns the SQL and how many times the (run, baseline) pair is bound."""
+    sql = f"""SELECT * FROM (
+SELECT c.nodeid_hash, c.nodeid, c.model, c.suite, c.outcome, c.message, c.device, b.outcome AS baseline_outcome,
+       CASE WHEN c.outcome IN {FAILING} THEN
+              CASE WHEN b.outcome IN {FAILING} THEN 'still_failing' ELSE 'new' END
+            WHEN b.outcome IN {FAILING} THEN 'fixed' END AS kind
+FROM ({final_sql()}) c LEFT JOIN ({final_sql()}) b ON b.nodeid_hash = c.nodeid_hash"""
+    if with_missing:
+        sql += f"""
+UNION ALL
+SELECT b.nodeid_hash, b.nodeid, b.model, b.suite, NULL, NULL, b.device, b.outcome, 'missing'
+FROM ({final_sql()}) b
+WHERE NOT EXISTS (SELECT 1 FROM test_results t WHERE t.run_id = ? AND t.nodeid_hash = b.nodeid_hash)"""
+    return sql + ") k WHERE k.kind IS NOT NULL", 2 if with_missing else 1
+
+
+def classify(conn: Any, run_id: int, baseline_id: int) -> list[dict[str, Any]]:
+    """Every test of `run_id` or `baseline_id` whose state differs or still fails, with its `kind`."""
+    db = Sql(conn)
+    sql, _ = classify_sql()
+    cols = ("nodeid_hash", "nodeid", "model", "suite", "outcome", "message", "device", "baseline_outcome", "kind")
+    return [dict(zip(cols, r, strict=True)) for r in db.rows(sql, (run_id, baseline_id, baseline_id, run_id))]
+
+
+def _lane(db: Sql) -> str:
+    s = db.same
+    return (f"r.branch {s} ? AND r.runner_group {s} ? AND r.suites {s} ? AND r.models {s} ?")
+
+
+def baseline_of(conn: Any, run_id: int) -> int | None:
+    """The baseline run of `run_id` (see the module docstring), or None."""
+    db = Sql(conn)
+    run = db.rows("SELECT id, started_at, branch, runner_group, suites, models FROM runs WHERE id = ?", (run_id,))
+    return _neighbour(db, run[0], before=True) if run else None
+
+
+def _neighbour(db: Sql, run: tuple, before: bool) -> int | None:
+    rid, started, *lane = run
+    op, order = ("<", "DESC") if before else (">", "ASC")
+    rows = db.rows(f"SELECT r.id FROM runs r WHERE r.status = 'completed' AND r.id <> ? AND {_lane(db)}"
+                   f" AND (r.started_at {op} ? OR (r.started_at = ? AND r.id {op} ?))"
+                   f" ORDER BY r.started_at {order}, r.id {order} LIMIT 1", (rid, *lane, started, started, rid))
+    return rows[0][0] if rows else None
+
+
+def _day(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return datetime(value.year, value.month, value.day)
+
+
+def pruned_before(conn: Any) -> datetime | None:
+    """The cutoff of the last `harness db prune` (runs before it have rollups but no raw results)."""
+    rows = Sql(conn).rows("SELECT value FROM rollup_meta WHERE key = ?", (PRUNED_KEY,))
+    return datetime.fromisoformat(rows[0][0]) if rows else None
+
+
+def refresh(conn: Any, run_ids: Iterable[int]) -> None:
+    """Recompute the rollups of `run_ids` from their stored results, in the caller's transaction."""
+    db = Sql(conn)
+    cutoff = pruned_before(conn)
+    for run_id in sorted(set(run_ids)):
+        _refresh_run(db, run_id, cutoff)
+
+
+def _daily_add(db: Sql, run_id: int, key: tuple, sign: int) -> None:
+    """Add (sign 1) or take away (sign -1) the run's per-model counts in `rollup_daily` under `key`."""
+    db.run(f"""INSERT INTO rollup_daily (day, branch, runner_group, model, n_pass, n_fail, n_skip, n_total)
+SELECT ?, ?, ?, c.model, {sign} * sum(c.n_pass), {sign} * sum(c.n_fail), {sign} * sum(c.n_skip), {sign} * sum(c.n_total)
+FROM rollup_run_counts c WHERE c.run_id = ? GROUP BY c.model
+ON CONFLICT (day, branch, runner_group, model) DO UPDATE SET n_pass = rollup_daily.n_pass + excluded.n_pass,
+  n_fail = rollup_daily.n_fail + excluded.n_fail, n_skip = rollup_daily.n_skip + excluded.n_skip,
+  n_total = rollup_daily.n_total + excluded.n_total""", (*key, run_id))
+    if sign < 0:
+        db.run("DELETE FROM rollup_daily WHERE day = ? AND branch = ? AND runner_group = ? AND n_total = 0", key)
+
+
+def _refresh_run(db: Sql, run_id: int, cutoff: datetime | None) -> None:
+    lock = " FOR UPDATE" if db.pg else ""
+    found = db.rows("SELECT id, started_at, branch, runner_group, suites, models, status FROM runs WHERE id = ?"
+                    + lock, (run_id,))
+    if not found:
+        return
+    run = found[0]
+    started = datetime.fromisoformat(run[1]) if isinstance(run[1], str) else run[1]
+    if cutoff is not None and started < cutoff:
+        return  # its raw results are gone: keep the rollups computed before the prune
+    old = db.rows("SELECT day, branch, runner_group FROM rollup_runs WHERE run_id = ?", (run_id,))
+    if old:
+        _daily_add(db, run_id, (_day(old[0][0]), old[0][1], old[0][2]), -1)
+    db.run("DELETE FROM rollup_run_counts WHERE run_id = ?", (run_id,))
+    db.run(f"""INSERT INTO rollup_run_counts (run_id, model, suite, n_pass, n_fail, n_skip, n_total)
+SELECT ?, coalesce(f.model, ''), coalesce(f.suite, ''),
+       sum(CASE WHEN f.outcome IN {PASSING} THEN 1 ELSE 0 END), sum(CASE WHEN f.outcome IN {FAILING} THEN 1 ELSE 0 END),
+       sum(CASE WHEN f.outcome = 'skipped' THEN 1 ELSE 0 END), count(*)
+FROM ({final_sql()}) f GROUP BY coalesce(f.model, ''), coalesce(f.suite, '')""", (run_id, run_id))
+    key = (_day(started), run[2] or "", run[3] or "")
+    _daily_add(db, run_id, key, 1)
+    totals = db.rows("SELECT coalesce(sum(n_pass), 0), coalesce(sum(n_fail), 0), coalesce(sum(n_skip), 0),"
+                     " coalesce(sum(n_total), 0) FROM rollup_run_counts WHERE run_id = ?", (run_id,))[0]
+    db.run("""INSERT INTO rollup_runs (run_id, day, branch, runner_group, n_pass, n_fail, n_skip, n_total)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO UPDATE SET day = excluded.day, branch = excluded.branch,
+  runner_group = excluded.runner_group, n_pass = excluded.n_pass, n_fail = excluded.n_fail,
+  n_skip = excluded.n_skip, n_total = excluded.n_total""", (run_id, *key, *totals))
+    dims = [("branch", run[2]), ("runner_group", run[3])]
+    dims += [("model", m or None) for (m,) in db.rows("SELECT DISTINCT model FROM rollup_run_counts WHERE run_id = ?",
+                                                       (run_id,))]
+    for kind, value in dims:
+        db.run("INSERT INTO rollup_dims (kind, value) VALUES (?, ?) ON CONFLICT (kind, value) DO NOTHING",
+               (kind, value if value else "(none)"))
+    if run[6] == "running":
+        return  # test state and new failures are kept for finished runs
+    _refresh_tests(db, run_id, started, key)
+    _refresh_new_failures(db, run)
+    later = _neighbour(db, run[:6], before=False)
+    if later is not None:
+        nxt = db.rows("SELECT id, started_at, branch, runner_group, suites, models, status FROM runs WHERE id = ?",
+                      (later,))[0]
+        _refresh_new_failures(db, nxt)
+
+
+def _refresh_tests(db: Sql, run_id: int, started: datetime, key: tuple) -> None:
+    same = "rollup_tests.last_run_id = excluded.last_run_id"
+    db.run(f"""INSERT INTO rollup_tests (branch, runner_group, nodeid_hash, nodeid, model, suite, last_run_id,
+  last_started_at, last_outcome, last_duration_s, runs, duration_sum, duration_max, changed_run_id, last_pass_run_id)
+SELECT ?, ?, f.nodeid_hash, f.nodeid, f.model, f.suite, ?, ?, f.outcome, f.duration_s, 1, f.duration_s, f.duration_s,
+       ?, CASE WHEN f.outcome IN {PASSING} THEN ? END
+FROM ({final_sql()}) f WHERE true
+ON CONFLICT (branch, runner_group, nodeid_hash) DO UPDATE SET
+  runs = rollup_tests.runs + CASE WHEN {same} THEN 0 ELSE 1 END,
+  duration_sum = rollup_tests.duration_sum + excluded.last_duration_s
+                 - CASE WHEN {same} THEN rollup_tests.last_duration_s ELSE 0 END,
+  duration_max = {db.greatest}(rollup_tests.duration_max, excluded.last_duration_s),
+  changed_run_id = CASE WHEN (excluded.last_outcome IN {FAILING}) <> (rollup_tests.last_outcome IN {FAILING})
+                        AND NOT {same} THEN excluded.last_run_id ELSE rollup_tests.changed_run_id END,
+  last_pass_run_id = coalesce(excluded.last_pass_run_id, rollup_tests.last_pass_run_id),
+  nodeid = excluded.nodeid, model = excluded.model, suite = excluded.suite, last_run_id = excluded.last_run_id,
+  last_started_at = excluded.last_started_at, last_outcome = excluded.last_outcome,
+  last_duration_s = excluded.last_duration_s
+WHERE excluded.last_started_at > rollup_tests.last_started_at
+   OR (excluded.last_started_at = rollup_tests.last_started_at AND excluded.last_run_id >= rollup_tests.last_run_id)
+""", (key[1], key[2], run_id, started, run_id, run_id, run_id))
+    db.run(f"""INSERT INTO rollup_test_names (nodeid_hash, nodeid, last_started_at)
+SELECT f.nodeid_hash, f.nodeid, ? FROM ({final_sql()}) f WHERE true
+ON CONFLICT (nodeid_hash) DO UPDATE SET nodeid = excluded.nodeid, last_started_at = excluded.last_started_at
+WHERE excluded.last_started_at >= rollup_test_names.last_started_at""", (started, run_id))
+
+
+def _refresh_new_failures(db: Sql, run: tuple) -> None:
+    run_id = run[0]
+    db.run("DELETE FROM rollup_new_failures WHERE run_id = ?", (run_id,))
+    baseline = _neighbour(db, run[:6], before=True) if run[6] == "completed" else None
+    db.run("UPDATE rollup_runs SET baseline_id = ? WHERE run_id = ?", (baseline, run_id))
+    if baseline is None:
+        return
+    sql, _ = classify_sql(with_missing=False)
+    db.run(f"""INSERT INTO rollup_new_failures (run_id, nodeid_hash, nodeid, model, suite, outcome, message, device,
+  baseline_id, baseline_outcome)
+SELECT ?, n.nodeid_hash, n.nodeid, n.model, n.suite, n.outcome, substr(n.message, 1, {MESSAGE_CHARS}), n.device,
+       ?, n.baseline_outcome
+FROM ({sql}) n WHERE n.kind = 'new'
+ON CONFLICT (run_id, nodeid_hash) DO NOTHING""", (run_id, baseline, run_id, baseline))
+
+
+def all_run_ids(conn: Any) -> list[int]:
+    """Every run id, oldest first (the backfill order)."""
+    return [r[0] for r in Sql(conn).rows("SELECT id FROM runs ORDER BY started_at, id")]
