@@ -14,7 +14,7 @@ outcome counts (`rollup_daily`). Per branch x runner group x test: the latest fi
 where the failing state last changed, the last passing run and duration statistics (`rollup_tests`).
 Names for Grafana variables: `rollup_dims` (models, branches, runner groups), `rollup_test_names`.
 
-A new failure of a completed run R: a test whose last attempt in R fails (failed, error, crashed,
+A new failure of a finished run R (any status but running): a test whose last attempt in R fails (failed, error, crashed,
 timeout, xpass) and whose last attempt in R's baseline does not fail or is absent. R's baseline is
 the previous completed run (by start time, then id) of the same branch, runner group, suites and
 models. `classify_sql` is that comparison for any pair of runs; `harness new-failures` and the kept
@@ -237,7 +237,7 @@ WHERE excluded.last_started_at >= rollup_test_names.last_started_at""", (started
 def _refresh_new_failures(db: Sql, run: tuple) -> None:
     run_id = run[0]
     db.run("DELETE FROM rollup_new_failures WHERE run_id = ?", (run_id,))
-    baseline = _neighbour(db, run[:6], before=True) if run[6] == "completed" else None
+    baseline = _neighbour(db, run[:6], before=True) if run[6] != "running" else None
     db.run("UPDATE rollup_runs SET baseline_id = ? WHERE run_id = ?", (baseline, run_id))
     if baseline is None:
         return

@@ -219,6 +219,7 @@ class PerfAlert(Base):
 # Text keys use '' for "none" (primary keys cannot hold NULL); dashboards show it as '(none)'.
 
 Index("ix_benchmarks_commit", Benchmark.commit_id, Benchmark.created_at)
+Index("ix_runs_started", Run.started_at)
 
 
 class RollupRun(Base):

@@ -14,10 +14,11 @@ from harness.store.writer import write_records
 
 
 def run_records(uuid: str, day: int, results: dict[str, str | list[str]], *, status: str = "completed",
-                branch: str = "main", group: str = "cpu", model: str = "llama", hour: int = 3) -> list[Record]:
+                branch: str = "main", group: str = "cpu", model: str = "llama", hour: int = 3,
+                models: str | None = None) -> list[Record]:
     """A run started on 2026-11-<day> at `hour`; a list of outcomes means attempts 1, 2, ..."""
     records: list[Record] = [RunRecord(uuid=uuid, repo="/r", branch=branch, commit_sha=f"{day:02d}{hour:02d}" * 10,
-                                       runner_group=group, suites="slow",
+                                       runner_group=group, suites="slow", models=models,
                                        started_at=f"2026-11-{day:02d}T{hour:02d}:00:00+00:00")]
     for nodeid, outcome in results.items():
         outcomes = [outcome] if isinstance(outcome, str) else outcome

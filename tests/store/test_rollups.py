@@ -75,8 +75,10 @@ def test_running_and_cancelled_runs(store: Store) -> None:
     write_run(store, "gone", 3, DAY2, status="cancelled")
     snap = _snapshot(store)
     assert {r[0] for r in snap["counts"]} == {"d1", "live", "gone"}  # counted while running
-    assert snap["new"] == []  # only completed runs have new failures
-    assert table(store, "SELECT count(*) FROM rollup_runs WHERE baseline_id IS NOT NULL") == [(0,)]
+    # a running run has none yet; a cancelled one is compared with its baseline (never one itself)
+    assert {r[0] for r in snap["new"]} == {"gone"}
+    assert table(store, "SELECT r.uuid, b.uuid FROM rollup_runs x JOIN runs r ON r.id = x.run_id "
+                        "JOIN runs b ON b.id = x.baseline_id") == [("gone", "d1")]
 
 
 def test_results_before_the_run_header_move_to_the_right_day(store: Store) -> None:
