@@ -57,13 +57,14 @@ class Sql:
         finally:
             cur.close()
 
-    def run(self, sql: str, params: Iterable[Any] = ()) -> None:
+    def run(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Execute a statement; returns the rows it changed."""
         if self.alchemy:
-            self.conn.exec_driver_sql(self._text(sql), tuple(params))
-            return
+            return max(self.conn.exec_driver_sql(self._text(sql), tuple(params)).rowcount, 0)
         cur = self.conn.cursor()
         try:
             cur.execute(self._text(sql), tuple(params))
+            return max(cur.rowcount, 0)
         finally:
             cur.close()
 

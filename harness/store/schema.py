@@ -220,6 +220,7 @@ class PerfAlert(Base):
 
 Index("ix_benchmarks_commit", Benchmark.commit_id, Benchmark.created_at)
 Index("ix_runs_started", Run.started_at)
+Index("ix_device_measurements_benchmark", DeviceMeasurement.benchmark_id)
 
 
 class RollupRun(Base):

@@ -1,5 +1,5 @@
 """Rollup tables kept at write time for the dashboards and triage read paths (harness/store/rollups.py),
-indexes for the culprit / perf-alert annotations on benchmarks and for runs by start time, and a backfill of existing runs.
+indexes for the culprit / perf-alert annotations on benchmarks and for runs by start time and device samples by benchmark (prune, device panel), and a backfill of existing runs.
 
 Revision ID: 0003_h5
 Revises: 0002
@@ -23,6 +23,7 @@ def _counts() -> list[sa.Column]:
 def upgrade() -> None:
     op.create_index("ix_benchmarks_commit", "benchmarks", ["commit_id", "created_at"])
     op.create_index("ix_runs_started", "runs", ["started_at"])
+    op.create_index("ix_device_measurements_benchmark", "device_measurements", ["benchmark_id"])
     op.create_table(
         "rollup_runs",
         sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
@@ -106,5 +107,6 @@ def downgrade() -> None:
     for name in ("rollup_meta", "rollup_dims", "rollup_test_names", "rollup_tests", "rollup_new_failures",
                  "rollup_daily", "rollup_run_counts", "rollup_runs"):
         op.drop_table(name)
+    op.drop_index("ix_device_measurements_benchmark", table_name="device_measurements")
     op.drop_index("ix_runs_started", table_name="runs")
     op.drop_index("ix_benchmarks_commit", table_name="benchmarks")
