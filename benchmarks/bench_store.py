@@ -9,7 +9,8 @@ days (new failures), ~4% skip, some pass on a retry. Bundles go in through `harn
 subprocess, as CI does. Culprits and flaky records (written by bisect / confirmation, not by ingest)
 are added with SQL. Then, with Grafana's macros and template variables expanded as Grafana does
 (tests/report/grafana_sql.py, every variable at "All"), each panel, variable and annotation query runs
-once to warm up and 5 times timed, over the last 7 and 90 days; `new-failures`, `notify slack
+once to warm up and 5 times timed (once when the warm-up took over 2 s; a query past the 30 s
+statement timeout, Grafana's default, is reported as such), over the last 7 and 90 days; `new-failures`, `notify slack
 --dry-run` and `perf-alerts --no-save` are timed as subprocesses; table sizes are read from Postgres.
 """
 
@@ -27,7 +28,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, TextClause, create_engine, text
+from sqlalchemy.exc import OperationalError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -154,9 +156,26 @@ def _stats(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ordered) * 1000, 1), "p95_ms": round(p95 * 1000, 1)}
 
 
-def time_queries(url: str, now: datetime, runs: int) -> list[dict[str, object]]:
+def _timed(conn: Connection, sql: TextClause, runs: int, timeout_s: float) -> dict[str, object]:
+    """One warm-up, then `runs` timed executions (one only when the warm-up took over `slow_s`)."""
+    try:
+        t0 = time.perf_counter()
+        rows = conn.execute(sql).mappings().all()
+        warm = time.perf_counter() - t0
+    except OperationalError:  # statement_timeout: Grafana's own limit is 30 s
+        conn.rollback()
+        return {"rows": None, "p50_ms": None, "p95_ms": None, "timed_out_s": timeout_s, "values": []}
+    samples = []
+    for _ in range(runs if warm < 2.0 else 1):
+        t0 = time.perf_counter()
+        conn.execute(sql).all()
+        samples.append(time.perf_counter() - t0)
+    return {"rows": len(rows), **_stats(samples), "runs": len(samples), "values": rows}
+
+
+def time_queries(url: str, now: datetime, runs: int, timeout_s: float) -> list[dict[str, object]]:
     """Every dashboard query, variables at "All", over the last 7 and 90 days."""
-    engine = engine_of(url)
+    engine = engine_of(url, connect_args={"options": f"-c statement_timeout={int(timeout_s * 1000)}"})
     out = []
     with engine.connect() as conn:
         for days in (7, 90):
@@ -168,18 +187,13 @@ def time_queries(url: str, now: datetime, runs: int) -> list[dict[str, object]]:
                     if var["type"] == "custom":
                         values[var["name"]] = [var["current"]["value"]]
                 for q in sorted(board.queries, key=lambda q: q.kind != "variable"):
-                    sql = text(expand(q.sql, values, **span))
-                    rows = conn.execute(sql).mappings().all()  # warm-up
+                    res = _timed(conn, text(expand(q.sql, values, **span)), runs, timeout_s)
+                    rows = res.pop("values")
                     if q.kind == "variable":
                         vals = [r["__value"] for r in rows] or ["(none)"]
                         values[q.where] = vals[:1] if q.where == "test" else vals  # one test, else "All"
-                    samples = []
-                    for _ in range(runs):
-                        t0 = time.perf_counter()
-                        n = len(conn.execute(sql).all())
-                        samples.append(time.perf_counter() - t0)
-                    out.append({"board": board.uid, "query": q.where, "kind": q.kind, "days": days,
-                                "rows": n, **_stats(samples)})
+                    out.append({"board": board.uid, "query": q.where, "kind": q.kind, "days": days, **res})
+                    print(out[-1], flush=True)
     engine.dispose()
     return out
 
@@ -224,6 +238,7 @@ def main() -> None:
     ap.add_argument("--reuse", help="time this existing store instead of building one")
     ap.add_argument("--keep", action="store_true", help="keep the database built")
     ap.add_argument("--out", help="also write the figures as JSON here")
+    ap.add_argument("--timeout-s", type=float, default=30.0, help="statement timeout (Grafana's default 30 s)")
     args = ap.parse_args()
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
     admin = engine_of(args.db, isolation_level="AUTOCOMMIT")
@@ -247,7 +262,7 @@ def main() -> None:
                 ts = conn.execute(text("SELECT max(started_at) FROM runs")).scalar()
             now = ts.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
         report["sizes"] = table_sizes(url)
-        report["queries"] = time_queries(url, now, args.runs)
+        report["queries"] = time_queries(url, now, args.runs, args.timeout_s)
         report["cli"] = time_cli(url, 3)
         report["load_after"] = os.getloadavg()
     finally:
@@ -259,8 +274,8 @@ def main() -> None:
     print(f"results {report['sizes']['results']:,}  bytes/result {report['sizes']['bytes_per_result']}")
     print("| board | query | kind | days | rows | p50 ms | p95 ms |\n|---|---|---|---|---|---|---|")
     for q in report["queries"]:
-        print(f"| {q['board']} | {q['query']} | {q['kind']} | {q['days']} | {q['rows']} | {q['p50_ms']} "
-              f"| {q['p95_ms']} |")
+        p50, p95 = (q["p50_ms"], q["p95_ms"]) if q["rows"] is not None else (f"> {args.timeout_s:.0f} s", "—")
+        print(f"| {q['board']} | {q['query']} | {q['kind']} | {q['days']} | {q['rows']} | {p50} | {p95} |")
     for c in report["cli"]:
         print(f"| `harness {c['command']}` | p50 {c['p50_ms']} ms | p95 {c['p95_ms']} ms |")
     if args.out:

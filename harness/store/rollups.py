@@ -4,7 +4,7 @@ definition of "new failure".
 `refresh(conn, run_ids)` recomputes every rollup of the given runs from their stored results, in the
 caller's transaction, right after the raw rows are written; it is idempotent (a re-ingest that adds
 nothing changes nothing) and safe beside other writers (the run row is locked; day totals move by
-deltas). It speaks plain SQL with positional parameters through either a SQLAlchemy `Connection` or
+deltas; upserts go in key order, so two writers lock shared rows in the same order). It speaks plain SQL with positional parameters through either a SQLAlchemy `Connection` or
 a DBAPI connection (psycopg2 / sqlite3), so the live plugin's fast writer can call it without
 importing SQLAlchemy.
 
@@ -155,7 +155,7 @@ def _daily_add(db: Sql, run_id: int, key: tuple, sign: int) -> None:
     """Add (sign 1) or take away (sign -1) the run's per-model counts in `rollup_daily` under `key`."""
     db.run(f"""INSERT INTO rollup_daily (day, branch, runner_group, model, n_pass, n_fail, n_skip, n_total)
 SELECT ?, ?, ?, c.model, {sign} * sum(c.n_pass), {sign} * sum(c.n_fail), {sign} * sum(c.n_skip), {sign} * sum(c.n_total)
-FROM rollup_run_counts c WHERE c.run_id = ? GROUP BY c.model
+FROM rollup_run_counts c WHERE c.run_id = ? GROUP BY c.model ORDER BY c.model
 ON CONFLICT (day, branch, runner_group, model) DO UPDATE SET n_pass = rollup_daily.n_pass + excluded.n_pass,
   n_fail = rollup_daily.n_fail + excluded.n_fail, n_skip = rollup_daily.n_skip + excluded.n_skip,
   n_total = rollup_daily.n_total + excluded.n_total""", (*key, run_id))
@@ -214,7 +214,7 @@ def _refresh_tests(db: Sql, run_id: int, started: datetime, key: tuple) -> None:
   last_started_at, last_outcome, last_duration_s, runs, duration_sum, duration_max, changed_run_id, last_pass_run_id)
 SELECT ?, ?, f.nodeid_hash, f.nodeid, f.model, f.suite, ?, ?, f.outcome, f.duration_s, 1, f.duration_s, f.duration_s,
        ?, CASE WHEN f.outcome IN {PASSING} THEN ? END
-FROM ({final_sql()}) f WHERE true
+FROM ({final_sql()}) f WHERE true ORDER BY f.nodeid_hash
 ON CONFLICT (branch, runner_group, nodeid_hash) DO UPDATE SET
   runs = rollup_tests.runs + CASE WHEN {same} THEN 0 ELSE 1 END,
   duration_sum = rollup_tests.duration_sum + excluded.last_duration_s
@@ -230,7 +230,7 @@ WHERE excluded.last_started_at > rollup_tests.last_started_at
    OR (excluded.last_started_at = rollup_tests.last_started_at AND excluded.last_run_id >= rollup_tests.last_run_id)
 """, (key[1], key[2], run_id, started, run_id, run_id, run_id))
     db.run(f"""INSERT INTO rollup_test_names (nodeid_hash, nodeid, last_started_at)
-SELECT f.nodeid_hash, f.nodeid, ? FROM ({final_sql()}) f WHERE true
+SELECT f.nodeid_hash, f.nodeid, ? FROM ({final_sql()}) f WHERE true ORDER BY f.nodeid_hash
 ON CONFLICT (nodeid_hash) DO UPDATE SET nodeid = excluded.nodeid, last_started_at = excluded.last_started_at
 WHERE excluded.last_started_at >= rollup_test_names.last_started_at""", (started, run_id))
 
