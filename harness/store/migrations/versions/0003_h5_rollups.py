@@ -100,7 +100,7 @@ def upgrade() -> None:
     from harness.store import rollups
 
     conn = op.get_bind()
-    rollups.refresh(conn, rollups.all_run_ids(conn))  # backfill, oldest run first
+    rollups.backfill(conn)
 
 
 def downgrade() -> None:
