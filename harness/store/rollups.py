@@ -191,12 +191,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO UPDATE SET day = excluded.day, branch = excluded.branch,
   runner_group = excluded.runner_group, n_pass = excluded.n_pass, n_fail = excluded.n_fail,
   n_skip = excluded.n_skip, n_total = excluded.n_total""", (run_id, *key, *totals))
-    dims = [("branch", run[2]), ("runner_group", run[3])]
-    dims += [("model", m or None) for (m,) in db.rows("SELECT DISTINCT model FROM rollup_run_counts WHERE run_id = ?",
-                                                       (run_id,))]
-    for kind, value in dims:
-        db.run("INSERT INTO rollup_dims (kind, value) VALUES (?, ?) ON CONFLICT (kind, value) DO NOTHING",
-               (kind, value if value else "(none)"))
+    db.run("INSERT INTO rollup_dims (kind, value) VALUES ('branch', ?), ('runner_group', ?)"
+           " ON CONFLICT (kind, value) DO NOTHING", (run[2] or "(none)", run[3] or "(none)"))
+    db.run("INSERT INTO rollup_dims (kind, value) SELECT DISTINCT 'model', CASE WHEN model = '' THEN '(none)'"
+           " ELSE model END FROM rollup_run_counts WHERE run_id = ? AND NOT EXISTS (SELECT 1 FROM rollup_dims d"
+           " WHERE d.kind = 'model' AND d.value = CASE WHEN model = '' THEN '(none)' ELSE model END)"
+           " ON CONFLICT (kind, value) DO NOTHING", (run_id,))
     if run[6] == "running":
         return  # test state and new failures are kept for finished runs
     if tests:
