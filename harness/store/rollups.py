@@ -10,7 +10,8 @@ importing SQLAlchemy.
 
 Kept per run: outcome counts per model x suite (`rollup_run_counts`), totals, day key and baseline
 (`rollup_runs`), its new failures (`rollup_new_failures`). Per day x branch x runner group x model:
-outcome counts (`rollup_daily`). Per branch x runner group x test: the latest final outcome, the run
+outcome counts (`rollup_daily`), and the same summed over every branch and runner group per day x model
+(`rollup_daily_models`, what the pass-rate panel reads when all of them are selected). Per branch x runner group x test: the latest final outcome, the run
 where the failing state last changed, the last passing run and duration statistics (`rollup_tests`).
 Names for Grafana variables: `rollup_dims` (models, branches, runner groups), `rollup_test_names`.
 
@@ -31,6 +32,7 @@ FAILING = "('failed', 'error', 'crashed', 'timeout', 'xpass')"
 PASSING = "('passed', 'xfail')"
 MESSAGE_CHARS = 500
 PRUNED_KEY = "pruned_before"
+NONE = "(none)"  # rollup keys cannot be NULL: a missing branch / model / ... is kept as the panels show it
 
 
 class Sql:
@@ -159,8 +161,15 @@ FROM rollup_run_counts c WHERE c.run_id = ? GROUP BY c.model ORDER BY c.model
 ON CONFLICT (day, branch, runner_group, model) DO UPDATE SET n_pass = rollup_daily.n_pass + excluded.n_pass,
   n_fail = rollup_daily.n_fail + excluded.n_fail, n_skip = rollup_daily.n_skip + excluded.n_skip,
   n_total = rollup_daily.n_total + excluded.n_total""", (*key, run_id))
+    db.run(f"""INSERT INTO rollup_daily_models (day, model, n_pass, n_fail, n_skip, n_total)
+SELECT ?, c.model, {sign} * sum(c.n_pass), {sign} * sum(c.n_fail), {sign} * sum(c.n_skip), {sign} * sum(c.n_total)
+FROM rollup_run_counts c WHERE c.run_id = ? GROUP BY c.model ORDER BY c.model
+ON CONFLICT (day, model) DO UPDATE SET n_pass = rollup_daily_models.n_pass + excluded.n_pass,
+  n_fail = rollup_daily_models.n_fail + excluded.n_fail, n_skip = rollup_daily_models.n_skip + excluded.n_skip,
+  n_total = rollup_daily_models.n_total + excluded.n_total""", (key[0], run_id))
     if sign < 0:
         db.run("DELETE FROM rollup_daily WHERE day = ? AND branch = ? AND runner_group = ? AND n_total = 0", key)
+        db.run("DELETE FROM rollup_daily_models WHERE day = ? AND n_total = 0", key[:1])
 
 
 def _refresh_run(db: Sql, run_id: int, cutoff: datetime | None, tests: bool = True) -> None:
@@ -178,11 +187,11 @@ def _refresh_run(db: Sql, run_id: int, cutoff: datetime | None, tests: bool = Tr
         _daily_add(db, run_id, (_day(old[0][0]), old[0][1], old[0][2]), -1)
     db.run("DELETE FROM rollup_run_counts WHERE run_id = ?", (run_id,))
     db.run(f"""INSERT INTO rollup_run_counts (run_id, model, suite, n_pass, n_fail, n_skip, n_total)
-SELECT ?, coalesce(f.model, ''), coalesce(f.suite, ''),
+SELECT ?, coalesce(f.model, '(none)'), coalesce(f.suite, '(none)'),
        sum(CASE WHEN f.outcome IN {PASSING} THEN 1 ELSE 0 END), sum(CASE WHEN f.outcome IN {FAILING} THEN 1 ELSE 0 END),
        sum(CASE WHEN f.outcome = 'skipped' THEN 1 ELSE 0 END), count(*)
-FROM ({final_sql()}) f GROUP BY coalesce(f.model, ''), coalesce(f.suite, '')""", (run_id, run_id))
-    key = (_day(started), run[2] or "", run[3] or "")
+FROM ({final_sql()}) f GROUP BY coalesce(f.model, '(none)'), coalesce(f.suite, '(none)')""", (run_id, run_id))
+    key = (_day(started), run[2] or NONE, run[3] or NONE)
     _daily_add(db, run_id, key, 1)
     totals = db.rows("SELECT coalesce(sum(n_pass), 0), coalesce(sum(n_fail), 0), coalesce(sum(n_skip), 0),"
                      " coalesce(sum(n_total), 0) FROM rollup_run_counts WHERE run_id = ?", (run_id,))[0]
@@ -192,10 +201,9 @@ ON CONFLICT (run_id) DO UPDATE SET day = excluded.day, branch = excluded.branch,
   runner_group = excluded.runner_group, n_pass = excluded.n_pass, n_fail = excluded.n_fail,
   n_skip = excluded.n_skip, n_total = excluded.n_total""", (run_id, *key, *totals))
     db.run("INSERT INTO rollup_dims (kind, value) VALUES ('branch', ?), ('runner_group', ?)"
-           " ON CONFLICT (kind, value) DO NOTHING", (run[2] or "(none)", run[3] or "(none)"))
-    db.run("INSERT INTO rollup_dims (kind, value) SELECT DISTINCT 'model', CASE WHEN model = '' THEN '(none)'"
-           " ELSE model END FROM rollup_run_counts WHERE run_id = ? AND NOT EXISTS (SELECT 1 FROM rollup_dims d"
-           " WHERE d.kind = 'model' AND d.value = CASE WHEN model = '' THEN '(none)' ELSE model END)"
+           " ON CONFLICT (kind, value) DO NOTHING", (run[2] or NONE, run[3] or NONE))
+    db.run("INSERT INTO rollup_dims (kind, value) SELECT DISTINCT 'model', model FROM rollup_run_counts"
+           " WHERE run_id = ? AND NOT EXISTS (SELECT 1 FROM rollup_dims d WHERE d.kind = 'model' AND d.value = model)"
            " ON CONFLICT (kind, value) DO NOTHING", (run_id,))
     if run[6] == "running":
         return  # test state and new failures are kept for finished runs
@@ -260,7 +268,7 @@ def backfill(conn: Any) -> None:
     for (run_id,) in db.rows("SELECT id FROM runs ORDER BY started_at, id"):
         _refresh_run(db, run_id, None, tests=False)
     final = """SELECT t.nodeid_hash, t.nodeid, t.model, t.suite, t.outcome, t.duration_s, t.run_id, r.started_at,
-       coalesce(r.branch, '') AS branch, coalesce(r.runner_group, '') AS runner_group,
+       coalesce(r.branch, '(none)') AS branch, coalesce(r.runner_group, '(none)') AS runner_group,
        row_number() OVER (PARTITION BY t.run_id, t.nodeid_hash ORDER BY t.attempt DESC) AS rn
 FROM test_results t JOIN runs r ON r.id = t.run_id WHERE r.status <> 'running'"""
     seq = f"""SELECT f.*, CASE WHEN f.outcome IN {FAILING} THEN 1 ELSE 0 END AS failing,

@@ -216,7 +216,7 @@ class PerfAlert(Base):
 
 
 # --- Rollups kept at write time for the read paths (harness/store/rollups.py; migration 0003_h5) ---
-# Text keys use '' for "none" (primary keys cannot hold NULL); dashboards show it as '(none)'.
+# Text keys hold '(none)' for a missing value (primary keys cannot hold NULL), as the dashboards show it.
 
 Index("ix_benchmarks_commit", Benchmark.commit_id, Benchmark.created_at)
 Index("ix_runs_started", Run.started_at)
@@ -230,8 +230,8 @@ class RollupRun(Base):
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     day: Mapped[datetime] = mapped_column(DateTime)
-    branch: Mapped[str] = mapped_column(String(255), default="")
-    runner_group: Mapped[str] = mapped_column(String(64), default="")
+    branch: Mapped[str] = mapped_column(String(255))
+    runner_group: Mapped[str] = mapped_column(String(64))
     n_pass: Mapped[int] = mapped_column(Integer, default=0)
     n_fail: Mapped[int] = mapped_column(Integer, default=0)
     n_skip: Mapped[int] = mapped_column(Integer, default=0)
@@ -261,6 +261,19 @@ class RollupDaily(Base):
     day: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
     branch: Mapped[str] = mapped_column(String(255), primary_key=True)
     runner_group: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    n_pass: Mapped[int] = mapped_column(Integer, default=0)
+    n_fail: Mapped[int] = mapped_column(Integer, default=0)
+    n_skip: Mapped[int] = mapped_column(Integer, default=0)
+    n_total: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RollupDailyModel(Base):
+    """`rollup_daily` summed over every branch and runner group (the pass-rate panel's default view)."""
+
+    __tablename__ = "rollup_daily_models"
+
+    day: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
     n_pass: Mapped[int] = mapped_column(Integer, default=0)
     n_fail: Mapped[int] = mapped_column(Integer, default=0)

@@ -186,3 +186,24 @@ def test_new_failures_panel_equals_the_cli(pg_url: str) -> None:
     assert "t::b[llama]" in tests and "t::new[llama]" in tests and "t::e[gemma]" in tests
     assert "t::d[llama]" in tests  # retry passed on day 2 (not new), crashed on day 3 after a pass
 
+
+
+def test_pass_rate_panel_all_lanes_and_one_branch(pg_url: str) -> None:
+    """The pass-rate panel reads per-day x model sums when every branch and runner group is selected,
+    and the per-lane table otherwise; both give the share of non-skipped tests that passed."""
+    store = Store.open(pg_url)
+    write_run(store, "m", 1, {"t::a": "passed", "t::b": "failed", "t::c": "skipped"})
+    write_run(store, "d", 1, {"t::a": "passed", "t::b": "passed"}, branch="dev", hour=5)
+    store.dispose()
+    engine = create_engine(pg_url)
+    board = next(b for b in boards() if b.uid == "harness-ci-overview")
+    q = next(q for q in board.queries if q.where == "Pass rate per model")
+    every = _variables(engine, board, "")
+    with engine.connect() as conn:
+        all_rows = conn.execute(text(expand(q.sql, every))).all()
+        main_rows = conn.execute(text(expand(q.sql, {**every, "branch": ["main"]}))).all()
+        dev_rows = conn.execute(text(expand(q.sql, {**every, "branch": ["dev"]}))).all()
+    engine.dispose()
+    assert [(r.metric, r.pass_rate) for r in all_rows] == [("llama", 0.75)]  # 3 of 4 non-skipped
+    assert [(r.metric, r.pass_rate) for r in main_rows] == [("llama", 0.5)]
+    assert [(r.metric, r.pass_rate) for r in dev_rows] == [("llama", 1.0)]

@@ -28,6 +28,8 @@ def _snapshot(store: Store) -> dict[str, list[tuple]]:
         "tests": table(store, "SELECT t.branch, t.nodeid, t.last_outcome, t.runs, t.duration_sum, t.duration_max, "
                               "c.uuid, p.uuid FROM rollup_tests t LEFT JOIN runs c ON c.id = t.changed_run_id "
                               "LEFT JOIN runs p ON p.id = t.last_pass_run_id ORDER BY 1, 2"),
+        "daily_models": table(store, "SELECT substr(CAST(day AS TEXT), 1, 10), model, n_pass, n_fail, n_skip, n_total "
+                                     "FROM rollup_daily_models ORDER BY 1, 2"),
         "dims": table(store, "SELECT kind, value FROM rollup_dims ORDER BY 1, 2"),
         "names": table(store, "SELECT nodeid FROM rollup_test_names ORDER BY 1"),
     }
@@ -43,6 +45,8 @@ def test_counts_state_and_new_failures(store: Store) -> None:
     assert snap["daily"] == [("2026-11-01", "main", "cpu", "llama", 3, 1, 1, 5),
                              ("2026-11-02", "dev", "cpu", "gemma", 0, 1, 0, 1),
                              ("2026-11-02", "main", "cpu", "llama", 2, 3, 0, 5)]
+    assert snap["daily_models"] == [("2026-11-01", "llama", 3, 1, 1, 5), ("2026-11-02", "gemma", 0, 1, 0, 1),
+                                    ("2026-11-02", "llama", 2, 3, 0, 5)]
     # t::a passed -> failed is new; t::d skipped -> error is new; t::c failed in both is not; t::b passed on retry
     assert snap["new"] == [("d2", "t::a", "failed", "passed"), ("d2", "t::d", "error", "skipped")]
     tests = {row[1]: row for row in snap["tests"] if row[0] == "main"}

@@ -14,9 +14,8 @@ RUN_FILTERS = " AND ".join([in_filter("r.branch", "branch"), in_filter("r.runner
 
 
 def rollup_filters(alias: str) -> str:
-    """Branch and runner-group filters on a rollup table (its keys hold '' for "none")."""
-    return " AND ".join([in_filter(f"nullif({alias}.branch, '')", "branch"),
-                         in_filter(f"nullif({alias}.runner_group, '')", "runner_group")])
+    """Branch and runner-group filters on a rollup table (its keys already hold '(none)' for NULL)."""
+    return f"{alias}.branch IN (${{branch:sqlstring}}) AND {alias}.runner_group IN (${{runner_group:sqlstring}})"
 
 
 def build() -> Board:
@@ -27,14 +26,24 @@ def build() -> Board:
     b.query_variable("model", "Model", dim_variable_sql("model"))
     b.custom_variable("top_n", "Top N", ["10", "20", "50", "100"], "20")
 
+    # With every branch and runner group selected (the default), the per-day x model sums are read: 10x
+    # fewer rows; PostgreSQL evaluates `all_lanes` once and scans only one of the two tables.
+    all_lanes = ("(NOT EXISTS (SELECT 1 FROM rollup_dims WHERE kind = 'branch' AND value NOT IN (${branch:sqlstring}))"
+                 " AND NOT EXISTS (SELECT 1 FROM rollup_dims WHERE kind = 'runner_group'"
+                 " AND value NOT IN (${runner_group:sqlstring})))")
+    days = "BETWEEN date_trunc('day', $__timeFrom()::timestamp) AND $__timeTo()::timestamp"
     b.panel("timeseries", "Pass rate per model", f"""
-SELECT $__timeGroupAlias(d.day, '1d'), coalesce(nullif(d.model, ''), '(none)') AS metric,
-       sum(d.n_pass) * 1.0 / sum(d.n_total - d.n_skip) AS pass_rate
-FROM rollup_daily d
-WHERE d.day >= date_trunc('day', $__timeFrom()::timestamp) AND d.day <= $__timeTo()::timestamp
-  AND {rollup_filters("d")} AND {in_filter("nullif(d.model, '')", "model")}
-GROUP BY 1, 2
-HAVING sum(d.n_total - d.n_skip) > 0
+SELECT x.day AS time, x.model AS metric, x.passing * 1.0 / x.counted AS pass_rate
+FROM (SELECT d.day, d.model, sum(d.n_pass) AS passing, sum(d.n_total - d.n_skip) AS counted
+      FROM rollup_daily d
+      WHERE NOT {all_lanes} AND d.day {days}
+        AND {rollup_filters("d")} AND d.model IN (${{model:sqlstring}})
+      GROUP BY d.day, d.model
+      UNION ALL
+      SELECT a.day, a.model, a.n_pass, a.n_total - a.n_skip
+      FROM rollup_daily_models a
+      WHERE {all_lanes} AND a.day {days} AND a.model IN (${{model:sqlstring}})) x
+WHERE x.counted > 0
 ORDER BY 1""", ("time", "metric", "pass_rate"), w=24, unit="percentunit",
             description="Share of non-skipped tests whose last attempt passed (or xfailed), per model and "
                         "UTC day (a day's point counts all its runs).")

@@ -49,6 +49,12 @@ def upgrade() -> None:
         *_counts(),
     )
     op.create_table(
+        "rollup_daily_models",
+        sa.Column("day", sa.DateTime(), primary_key=True),
+        sa.Column("model", sa.String(128), primary_key=True),
+        *_counts(),
+    )
+    op.create_table(
         "rollup_new_failures",
         sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("nodeid_hash", sa.String(40), primary_key=True),
@@ -101,11 +107,13 @@ def upgrade() -> None:
 
     conn = op.get_bind()
     rollups.backfill(conn)
+    if conn.dialect.name == "postgresql":
+        op.execute("ANALYZE")  # fresh statistics for the planner on the new tables
 
 
 def downgrade() -> None:
     for name in ("rollup_meta", "rollup_dims", "rollup_test_names", "rollup_tests", "rollup_new_failures",
-                 "rollup_daily", "rollup_run_counts", "rollup_runs"):
+                 "rollup_daily_models", "rollup_daily", "rollup_run_counts", "rollup_runs"):
         op.drop_table(name)
     op.drop_index("ix_device_measurements_benchmark", table_name="device_measurements")
     op.drop_index("ix_runs_started", table_name="runs")
