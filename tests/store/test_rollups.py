@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from harness.store import Store
+from harness.store.db import alembic_config
 from harness.store.writer import write_records
 
 from .rollup_data import run_records, table, write_bundle, write_run
@@ -97,19 +98,27 @@ def test_results_before_the_run_header_move_to_the_right_day(store: Store) -> No
 def test_fast_path_ingest_and_backfill_agree(db_url: str, tmp_path: Path) -> None:
     """`harness ingest` (the DBAPI fast writer), the SQLAlchemy writer, and the migration's backfill of a
     store written before the rollups existed all give the same tables."""
-    bundle = write_bundle(tmp_path / "b.jsonl", [*run_records("d1", 1, DAY1), *run_records("d2", 2, DAY2)])
+    history = [*run_records("d1", 1, DAY1), *run_records("d2", 2, DAY2), *run_records("d3", 3, DAY1),
+               *run_records("d4", 4, DAY2), *run_records("x4", 4, DAY1, branch="dev", hour=5)]
+    bundle = write_bundle(tmp_path / "b.jsonl", history)
     res = subprocess.run([sys.executable, "-m", "harness.cli", "ingest", str(bundle), "--db", db_url],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     ingested = Store.open(db_url)
     via_ingest = _snapshot(ingested)
     assert via_ingest["new"] and via_ingest["daily"]
-    # Backfill: drop to 0002, rewrite nothing, upgrade again.
-    ingested.upgrade("0002")
+    # Backfill: back to 0002 (rollup tables dropped), then upgrade again: the migration recomputes them.
+    from alembic import command
+
+    with ingested.engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    assert ingested.current_revision() == "0002"
     ingested.upgrade()
     assert _snapshot(ingested) == via_ingest
     ingested.dispose()
     other = Store.open(f"sqlite:///{tmp_path / 'other.db'}")
-    write_records(other, [*run_records("d1", 1, DAY1), *run_records("d2", 2, DAY2)])
+    write_records(other, history)
     assert _snapshot(other) == via_ingest
     other.dispose()
