@@ -86,30 +86,41 @@ def final_sql() -> str:
             " AS rn FROM test_results t WHERE t.run_id = ?) f WHERE f.rn = 1")
 
 
-def classify_sql(with_missing: bool = True) -> tuple[str, int]:
-    """Per test, its class in run ? against baseline ? (new, still_failing, fixed, missing; NULL when
-    nothing changed). Returns the SQL and how many times the (run, baseline) pair is bound."""
+def _last(alias: str) -> str:
+    """`alias` (a test_results row) is its test's last attempt in its run (an index probe, no window)."""
+    return (f"NOT EXISTS (SELECT 1 FROM test_results {alias}2 WHERE {alias}2.run_id = {alias}.run_id"
+            f" AND {alias}2.nodeid_hash = {alias}.nodeid_hash AND {alias}2.attempt > {alias}.attempt)")
+
+
+def classify_sql(with_missing: bool = True) -> str:
+    """Per test, its class in a run against a baseline (new, still_failing, fixed, missing; rows whose
+    state did not change and does not fail are left out). Parameters: baseline id, run id, and with
+    `with_missing` baseline id, run id again. Written as index probes on (run_id, nodeid_hash,
+    attempt), so its cost follows the two runs' sizes whatever the planner's estimates."""
     sql = f"""SELECT * FROM (
 SELECT c.nodeid_hash, c.nodeid, c.model, c.suite, c.outcome, c.message, c.device, b.outcome AS baseline_outcome,
        CASE WHEN c.outcome IN {FAILING} THEN
               CASE WHEN b.outcome IN {FAILING} THEN 'still_failing' ELSE 'new' END
             WHEN b.outcome IN {FAILING} THEN 'fixed' END AS kind
-FROM ({final_sql()}) c LEFT JOIN ({final_sql()}) b ON b.nodeid_hash = c.nodeid_hash"""
+FROM test_results c
+LEFT JOIN test_results b ON b.run_id = ? AND b.nodeid_hash = c.nodeid_hash AND {_last("b")}
+WHERE c.run_id = ? AND {_last("c")}"""
     if with_missing:
         sql += f"""
 UNION ALL
 SELECT b.nodeid_hash, b.nodeid, b.model, b.suite, NULL, NULL, b.device, b.outcome, 'missing'
-FROM ({final_sql()}) b
-WHERE NOT EXISTS (SELECT 1 FROM test_results t WHERE t.run_id = ? AND t.nodeid_hash = b.nodeid_hash)"""
-    return sql + ") k WHERE k.kind IS NOT NULL", 2 if with_missing else 1
+FROM test_results b
+WHERE b.run_id = ? AND {_last("b")}
+  AND NOT EXISTS (SELECT 1 FROM test_results t WHERE t.run_id = ? AND t.nodeid_hash = b.nodeid_hash)"""
+    return sql + ") k WHERE k.kind IS NOT NULL"
 
 
 def classify(conn: Any, run_id: int, baseline_id: int) -> list[dict[str, Any]]:
     """Every test of `run_id` or `baseline_id` whose state differs or still fails, with its `kind`."""
     db = Sql(conn)
-    sql, _ = classify_sql()
     cols = ("nodeid_hash", "nodeid", "model", "suite", "outcome", "message", "device", "baseline_outcome", "kind")
-    return [dict(zip(cols, r, strict=True)) for r in db.rows(sql, (run_id, baseline_id, baseline_id, run_id))]
+    return [dict(zip(cols, r, strict=True))
+            for r in db.rows(classify_sql(), (baseline_id, run_id, baseline_id, run_id))]
 
 
 def _lane(db: Sql) -> str:
@@ -251,13 +262,13 @@ def _refresh_new_failures(db: Sql, run: tuple) -> None:
     db.run("UPDATE rollup_runs SET baseline_id = ? WHERE run_id = ?", (baseline, run_id))
     if baseline is None:
         return
-    sql, _ = classify_sql(with_missing=False)
+    sql = classify_sql(with_missing=False)
     db.run(f"""INSERT INTO rollup_new_failures (run_id, nodeid_hash, nodeid, model, suite, outcome, message, device,
   baseline_id, baseline_outcome)
 SELECT ?, n.nodeid_hash, n.nodeid, n.model, n.suite, n.outcome, substr(n.message, 1, {MESSAGE_CHARS}), n.device,
        ?, n.baseline_outcome
 FROM ({sql}) n WHERE n.kind = 'new'
-ON CONFLICT (run_id, nodeid_hash) DO NOTHING""", (run_id, baseline, run_id, baseline))
+ON CONFLICT (run_id, nodeid_hash) DO NOTHING""", (run_id, baseline, baseline, run_id))
 
 
 def backfill(conn: Any) -> None:
