@@ -24,8 +24,9 @@ table both use it, and the ci-overview panel reads the kept table.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 FAILING = "('failed', 'error', 'crashed', 'timeout', 'xpass')"
@@ -193,7 +194,11 @@ def _refresh_run(db: Sql, run_id: int, cutoff: datetime | None, tests: bool = Tr
     started = datetime.fromisoformat(run[1]) if isinstance(run[1], str) else run[1]
     if cutoff is not None and started < cutoff:
         return  # its raw results are gone: keep the rollups computed before the prune
-    old = db.rows("SELECT day, branch, runner_group FROM rollup_runs WHERE run_id = ?", (run_id,))
+    count = db.rows("SELECT count(*) FROM test_results WHERE run_id = ?", (run_id,))[0][0]
+    source = hashlib.sha1(repr((count, *run[1:])).encode()).hexdigest()
+    old = db.rows("SELECT day, branch, runner_group, source FROM rollup_runs WHERE run_id = ?", (run_id,))
+    if old and old[0][3] == source and tests:
+        return  # same rows and run metadata as at the last refresh: nothing to recompute
     if old:
         _daily_add(db, run_id, (_day(old[0][0]), old[0][1], old[0][2]), -1)
     db.run("DELETE FROM rollup_run_counts WHERE run_id = ?", (run_id,))
@@ -206,11 +211,12 @@ FROM ({final_sql()}) f GROUP BY coalesce(f.model, '(none)'), coalesce(f.suite, '
     _daily_add(db, run_id, key, 1)
     totals = db.rows("SELECT coalesce(sum(n_pass), 0), coalesce(sum(n_fail), 0), coalesce(sum(n_skip), 0),"
                      " coalesce(sum(n_total), 0) FROM rollup_run_counts WHERE run_id = ?", (run_id,))[0]
-    db.run("""INSERT INTO rollup_runs (run_id, day, branch, runner_group, n_pass, n_fail, n_skip, n_total)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    db.run("""INSERT INTO rollup_runs (run_id, day, branch, runner_group, n_pass, n_fail, n_skip, n_total, source)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO UPDATE SET day = excluded.day, branch = excluded.branch,
   runner_group = excluded.runner_group, n_pass = excluded.n_pass, n_fail = excluded.n_fail,
-  n_skip = excluded.n_skip, n_total = excluded.n_total""", (run_id, *key, *totals))
+  n_skip = excluded.n_skip, n_total = excluded.n_total, source = excluded.source""",
+           (run_id, *key, *totals, source))
     db.run("INSERT INTO rollup_dims (kind, value) VALUES ('branch', ?), ('runner_group', ?)"
            " ON CONFLICT (kind, value) DO NOTHING", (run[2] or NONE, run[3] or NONE))
     db.run("INSERT INTO rollup_dims (kind, value) SELECT DISTINCT 'model', model FROM rollup_run_counts"
@@ -252,7 +258,7 @@ WHERE excluded.last_started_at > rollup_tests.last_started_at
     db.run(f"""INSERT INTO rollup_test_names (nodeid_hash, nodeid, last_started_at)
 SELECT f.nodeid_hash, f.nodeid, ? FROM ({final_sql()}) f WHERE true ORDER BY f.nodeid_hash
 ON CONFLICT (nodeid_hash) DO UPDATE SET nodeid = excluded.nodeid, last_started_at = excluded.last_started_at
-WHERE excluded.last_started_at >= rollup_test_names.last_started_at""", (started, run_id))
+WHERE rollup_test_names.last_started_at < ?""", (started, run_id, started - timedelta(hours=12)))
 
 
 def _refresh_new_failures(db: Sql, run: tuple) -> None:

@@ -237,6 +237,7 @@ class RollupRun(Base):
     n_skip: Mapped[int] = mapped_column(Integer, default=0)
     n_total: Mapped[int] = mapped_column(Integer, default=0)
     baseline_id: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str | None] = mapped_column(String(40))  # fingerprint of what the rollups were made from
 
 
 class RollupRunCount(Base):

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("runner_group", sa.String(64), nullable=False),
         *_counts(),
         sa.Column("baseline_id", sa.Integer(), nullable=True),
+        sa.Column("source", sa.String(40), nullable=True),
     )
     op.create_table(
         "rollup_run_counts",
