@@ -42,6 +42,27 @@ def db_upgrade(db: DbOption = None) -> None:
     typer.echo(f"{redact(url)} at revision {store.current_revision()}")
 
 
+@db_app.command("prune")
+def db_prune(
+    before: Annotated[str, typer.Option("--before", help="remove raw rows of runs started before this date "
+                                        "(YYYY-MM-DD or ISO timestamp, UTC)")],
+    batch: Annotated[int, typer.Option("--batch", min=1, help="rows deleted per transaction")] = 20000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would go, remove nothing")] = False,
+    db: DbOption = None,
+) -> None:
+    """Remove test results and device samples of old runs; keep runs, rollups and benchmark metrics."""
+    from harness.config import resolve_db_url
+    from harness.store import Store
+    from harness.store.prune import parse_cutoff, prune, summary
+
+    cutoff = parse_cutoff(before)
+    store = Store.open(resolve_db_url(db))
+    try:
+        typer.echo(summary(prune(store, cutoff, batch_size=batch, dry_run=dry_run)))
+    finally:
+        store.dispose()
+
+
 @app.command("run")
 def run_cmd(
     models: Annotated[str, typer.Option("--models", help="comma-separated model names, or 'all'")] = "all",

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from harness.bundle import Record, ResultRecord, RunEnd, RunRecord
+from harness.store import rollups
 from harness.store.revision import SCHEMA_HEAD
 
 RUN_COLUMNS = ("uuid", "repo", "branch", "commit_sha", "commit_subject", "commit_author", "commit_email", "event",
@@ -43,13 +44,6 @@ class PreparedBatch:
     uuids: dict[str, None] = field(default_factory=dict)  # ordered set of run uuids with results
     rows: dict[str, list[Any]] = field(default_factory=dict)  # run uuid -> tuples (SQLite) or COPY lines
     count: int = 0
-
-
-def on_batch_written(cur: Any, mark: str, run_ids: list[int]) -> None:
-    """Hook called by both writers inside each batch's transaction, after its rows and before its
-    commit, with the ids of the runs the batch wrote (results, headers or ends) and the DBAPI cursor
-    of that transaction (`mark` is its parameter marker: "%s" on Postgres, "?" on SQLite). Tables
-    kept at write time (rollups) are maintained here, so they commit, or roll back, with the rows."""
 
 
 def _utcnow() -> datetime:
@@ -251,7 +245,7 @@ class FastWriter:
                 touched[run_id] = None
                 cur.execute(f"UPDATE runs SET status = {self.mark}, finished_at = {self.mark} WHERE id = {self.mark}",
                             (end.status, _naive_utc(end.finished_at), run_id))
-            on_batch_written(cur, self.mark, list(touched))
+            rollups.refresh(self.conn, list(touched))  # tables kept at write time, same transaction
             self.conn.commit()
         except BaseException:
             self.runs_added, self.results_added = counts

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, select, update
 
 from harness.errors import HarnessError
+from harness.store import rollups
 from harness.store.db import Store
 from harness.store.schema import Run, TestResult, utcnow
 
@@ -55,10 +56,12 @@ def mark_abandoned(store: Store, limit_s: float | None = None, now: datetime | N
     last_seen = func.coalesce(table.c.heartbeat_at, table.c.started_at)
     stale = and_(table.c.status == "running", last_seen < cutoff)
     with store.engine.begin() as conn:
-        uuids = list(conn.execute(select(table.c.uuid).where(stale)).scalars())
+        found = conn.execute(select(table.c.id, table.c.uuid).where(stale)).all()
+        uuids = [row.uuid for row in found]
         if uuids:
             conn.execute(update(table).where(and_(stale, table.c.uuid.in_(uuids)))
                          .values(status="abandoned", finished_at=last_seen))
+            rollups.refresh(conn, [row.id for row in found])  # a finished run: its rollups say so too
     return uuids
 
 

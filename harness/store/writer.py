@@ -11,8 +11,8 @@ from sqlalchemy import Connection, Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from harness.bundle import BenchmarkRecord, Record, ResultRecord, RunEnd, RunRecord
+from harness.store import rollups
 from harness.store.db import Store
-from harness.store.fastpath import on_batch_written
 from harness.store.schema import (
     Benchmark,
     DeviceMeasurement,
@@ -67,7 +67,6 @@ class RecordWriter:
         self.stats = IngestStats()
         self._run_ids: dict[str, int] = {}
         self._results: list[dict[str, Any]] = []
-        self._touched: dict[int, None] = {}  # run ids written since the last flush (for the batch hook)
 
     def run_id(self, uuid: str, record: RunRecord | None = None) -> int:
         """The id of run `uuid`, inserting it (from `record`, or a bare row) when missing."""
@@ -96,7 +95,7 @@ class RecordWriter:
             if len(self._results) >= self.batch_size:
                 self.flush()
         elif isinstance(record, RunRecord):
-            self._touched[self.run_id(record.uuid, record)] = None
+            self.run_id(record.uuid, record)
         elif isinstance(record, RunEnd):
             self.finish(record)
         elif isinstance(record, BenchmarkRecord):
@@ -105,7 +104,6 @@ class RecordWriter:
 
     def _result_row(self, r: ResultRecord) -> dict[str, Any]:
         run_id = self.run_id(r.run)
-        self._touched[run_id] = None
         return {
             "run_id": run_id, "nodeid": r.nodeid, "nodeid_hash": nodeid_hash(r.nodeid),
             "model": r.model, "suite": r.suite, "outcome": r.outcome,
@@ -116,26 +114,17 @@ class RecordWriter:
         }
 
     def flush(self) -> None:
-        """Write pending results, then run the batch hook; the caller commits right after."""
+        """Write pending results; the caller refreshes the rollups and commits right after."""
         if self._results:
             stmt = _insert(self.conn, TestResult.__table__).on_conflict_do_nothing(
                 index_elements=["run_id", "nodeid_hash", "attempt"])
             res = self.conn.execute(stmt, self._results)
             self.stats.results += max(res.rowcount or 0, 0)
             self._results = []
-        if self._touched:
-            mark = "%s" if self.conn.dialect.name == "postgresql" else "?"
-            cur = self.conn.connection.dbapi_connection.cursor()
-            try:
-                on_batch_written(cur, mark, list(self._touched))
-            finally:
-                cur.close()
-            self._touched = {}
 
     def finish(self, end: RunEnd) -> None:
         table = Run.__table__
         run_id = self.run_id(end.run)
-        self._touched[run_id] = None
         self.conn.execute(update(table).where(table.c.id == run_id)
                           .values(status=end.status, finished_at=parse_time(end.finished_at)))
 
@@ -143,7 +132,6 @@ class RecordWriter:
         """Insert a benchmark and its measurements unless its natural key (run, test, config, dtype,
         batch, prompt) is already stored: the header insert decides, atomically, who writes them."""
         run_id = self.run_id(b.run)
-        self._touched[run_id] = None
         t = Benchmark.__table__
         run = self.conn.execute(select(Run.__table__).where(Run.__table__.c.id == run_id)).mappings().one()
         created = parse_time(b.created_at) or utcnow()
@@ -185,8 +173,10 @@ def write_records(store: Store, records: Iterable[Record], batch_size: int = 500
             pending += 1
             if pending >= batch_size:
                 writer.flush()
+                rollups.refresh(conn, writer._run_ids.values())  # tables kept at write time, same transaction
                 conn.commit()
                 pending = 0
         writer.flush()
+        rollups.refresh(conn, writer._run_ids.values())  # tables kept at write time, same transaction
         conn.commit()
     return writer.stats

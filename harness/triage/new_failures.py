@@ -1,6 +1,10 @@
 """New failures: tests failing in a run that were not failing in its baseline run.
 
-Baseline: the previous completed run of the same branch, runner group and suites (override with
+The rule is written once, as SQL, in harness/store/rollups.py (`baseline_of`, `classify_sql`); the
+writers keep each completed run's new failures with it (`rollup_new_failures`, read by the ci-overview
+panel), and this module applies the same SQL to any run and baseline.
+
+Baseline: the previous completed run of the same branch, runner group, suites and models (override with
 `baseline_id`). Per test, using each run's last attempt:
 failing now and not failing in the baseline -> `new`; failing in both -> `still_failing`; failing in
 the baseline and passing now -> `fixed`; in the baseline but absent now -> `missing` (never a pass);
@@ -15,18 +19,9 @@ from typing import Any
 from harness_bisect.flaky import Flaky
 from sqlalchemy import select
 
-from harness.store import Store
-from harness.store.schema import FAILING_OUTCOMES, FlakyTest
-from harness.triage.runs import (
-    NoBaselineError,
-    Outcome,
-    TriageError,
-    describe,
-    final_outcomes,
-    find_baseline,
-    get_run,
-    latest_run,
-)
+from harness.store import Store, rollups
+from harness.store.schema import FlakyTest
+from harness.triage.runs import NoBaselineError, TriageError, describe, get_run, latest_run
 
 __all__ = ["NewFailures", "NoBaselineError", "SignatureGroup", "TestDelta", "TriageError", "find_new_failures",
            "group_by_signature"]
@@ -107,32 +102,10 @@ class NewFailures:
                 "flaky": [f.to_json("nodeid", device=True) for f in self.flaky]}
 
 
-def _delta(now: Outcome | None, before: Outcome | None) -> TestDelta:
-    ref = now or before
-    assert ref is not None
-    return TestDelta(nodeid=ref.nodeid, model=ref.model, suite=ref.suite,
-                     outcome=now.outcome if now else None, message=now.message if now else None,
-                     baseline_outcome=before.outcome if before else None, device=ref.device,
-                     exception=now.exception if now else None, signature=now.signature if now else None)
-
-
-def compare(now: dict[str, Outcome], before: dict[str, Outcome], run_id: int, baseline_id: int) -> NewFailures:
-    """Classify every test of both runs (keys are node id hashes)."""
-    out = NewFailures(run_id=run_id, baseline_id=baseline_id)
-    for key, cur in now.items():
-        old = before.get(key)
-        failing = cur.outcome in FAILING_OUTCOMES
-        was_failing = old is not None and old.outcome in FAILING_OUTCOMES
-        if failing and was_failing:
-            out.still_failing.append(_delta(cur, old))
-        elif failing:
-            out.new.append(_delta(cur, old))
-        elif was_failing:
-            out.fixed.append(_delta(cur, old))
-    out.missing = [_delta(None, old) for key, old in before.items() if key not in now]
-    for bucket in (out.new, out.still_failing, out.fixed, out.missing):
-        bucket.sort(key=lambda d: d.nodeid)
-    return out
+def _delta(row: dict[str, Any]) -> TestDelta:
+    return TestDelta(nodeid=row["nodeid"], model=row["model"], suite=row["suite"], outcome=row["outcome"],
+                     message=row["message"], baseline_outcome=row["baseline_outcome"], device=row["device"],
+                     exception=row.get("exception"), signature=row.get("signature"))
 
 
 def find_new_failures(store: Store, run_id: int | None = None, baseline_id: int | None = None) -> NewFailures:
@@ -146,13 +119,16 @@ def find_new_failures(store: Store, run_id: int | None = None, baseline_id: int 
             if baseline.id == run.id:
                 raise TriageError(f"run {run.id} cannot be its own baseline: pass another --baseline ID")
         else:
-            baseline = find_baseline(s, run)
-            if baseline is None:
+            found = rollups.baseline_of(s.connection(), run.id)
+            if found is None:
                 raise NoBaselineError(f"run {run.id} has no baseline: no earlier completed run of {describe(run)};"
                                       " pass --baseline ID")
-        now = final_outcomes(s, run.id)
-        before = final_outcomes(s, baseline.id)
-    return compare(now, before, run.id, baseline.id)
+            baseline = get_run(s, found)
+        rows = rollups.classify(s.connection(), run.id, baseline.id)
+    out = NewFailures(run_id=run.id, baseline_id=baseline.id)
+    for row in sorted(rows, key=lambda r: r["nodeid"]):
+        getattr(out, row["kind"]).append(_delta(row))
+    return out
 
 
 def flaky_in_run(store: Store, run_id: int) -> set[str]:

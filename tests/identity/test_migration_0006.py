@@ -8,7 +8,7 @@ from sqlalchemy import text
 from harness.signature import signature
 from harness.store import Store
 
-PREVIOUS = "0004"  # TEMP: 0005 once main has it
+PREVIOUS = "0005"
 
 ROWS = [  # nodeid, model, outcome, message
     ("t.py::test_fwd[llama]", "llama", "failed",

@@ -21,9 +21,10 @@ def _seconds(interval: str) -> int:
     return int(m.group(1)) * INTERVALS[m.group(2)]
 
 
-def expand(sql: str, variables: dict[str, list[str]]) -> str:
-    """`sql` with $__timeFilter / $__timeGroupAlias / $__timeFrom / $__timeTo and variables replaced."""
-    sql = re.sub(r"\$__timeFilter\(([^)]+)\)", rf"\1 BETWEEN '{TIME_FROM}' AND '{TIME_TO}'", sql)
+def expand(sql: str, variables: dict[str, list[str]], time_from: str = TIME_FROM, time_to: str = TIME_TO) -> str:
+    """`sql` with $__timeFilter / $__timeGroupAlias / $__timeFrom / $__timeTo and variables replaced
+    (the dashboard's time range is `time_from` .. `time_to`, RFC 3339 UTC, as Grafana sends it)."""
+    sql = re.sub(r"\$__timeFilter\(([^)]+)\)", rf"\1 BETWEEN '{time_from}' AND '{time_to}'", sql)
 
     def group(m: re.Match[str]) -> str:
         col, interval = m.group(1).rsplit(",", 1)
@@ -31,7 +32,7 @@ def expand(sql: str, variables: dict[str, list[str]]) -> str:
         return f'floor(extract(epoch from {col.strip()})/{s})*{s} AS "time"'
 
     sql = re.sub(r"\$__timeGroupAlias\(([^)]+)\)", group, sql)
-    sql = sql.replace("$__timeFrom()", f"'{TIME_FROM}'").replace("$__timeTo()", f"'{TIME_TO}'")
+    sql = sql.replace("$__timeFrom()", f"'{time_from}'").replace("$__timeTo()", f"'{time_to}'")
     sql = re.sub(r"\$\{(\w+):sqlstring\}", lambda m: sqlstring(variables[m.group(1)]), sql)
     sql = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: ",".join(variables[m.group(1) or m.group(2)]), sql)
     assert "$" not in sql.replace("$$", ""), f"unexpanded macro in {sql}"

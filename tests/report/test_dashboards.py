@@ -4,6 +4,8 @@ read-only Grafana role, over results recorded by real pytest runs, returning the
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from sqlalchemy.exc import DBAPIError
 
 from harness.cli import main
 from harness.report.dashboards import DEFAULT_OUT, Board, boards, build_dashboards, render, stale
+from harness.store import Store
 from harness.store.schema import nodeid_hash
+from tests.store.rollup_data import write_run
 
 from .conftest import Populated
 from .grafana_sql import expand
@@ -138,3 +142,68 @@ def test_reader_role_cannot_write(reader: Engine) -> None:
 def test_build_writes_into_any_folder(tmp_path: Path) -> None:
     paths = build_dashboards(tmp_path / "a" / "b")
     assert all(p.read_text() == render(b) for p, b in zip(paths, boards(), strict=True))
+
+
+def test_new_failures_panel_equals_the_cli(pg_url: str) -> None:
+    """One definition of "new failure": for a store seeded through the writers with per-model lanes,
+    branches, runner groups, retries, skips and tests absent from the baseline, the ci-overview panel
+    lists exactly what `harness new-failures --run ID --json` calls new, for every run."""
+    store = Store.open(pg_url)
+    lanes = [dict(branch="main", group="cpu", models="llama", model="llama"),
+             dict(branch="main", group="cpu", models="gemma", model="gemma"),
+             dict(branch="dev", group="multi-gpu", models="llama", model="llama")]
+    days = [{"t::a": "passed", "t::b": "skipped", "t::c": "failed", "t::d": "passed"},
+            {"t::a": "failed", "t::b": "error", "t::c": "failed", "t::d": ["failed", "passed"], "t::new": "timeout"},
+            {"t::a": "passed", "t::b": "error", "t::c": "passed", "t::d": "crashed"},
+            {"t::a": "failed", "t::b": "passed", "t::d": "crashed", "t::e": "failed"}]
+    ids = []
+    for li, lane in enumerate(lanes):
+        for day, results in enumerate(days, start=1):
+            if li == 1 and day == 3:
+                ids.append(write_run(store, f"x{li}{day}", day, results, status="cancelled", **lane))
+                continue
+            mine = {f"{k}[{lane['model']}]": v for k, v in results.items()}
+            ids.append(write_run(store, f"r{li}{day}", day, mine, hour=li, **lane))
+    store.dispose()
+    cli: set[tuple] = set()
+    for run_id in ids:
+        res = subprocess.run([sys.executable, "-m", "harness.cli", "new-failures", "--run", str(run_id), "--json",
+                              "--db", pg_url], capture_output=True, text=True)
+        if res.returncode == 2 and "has no baseline" in res.stderr:
+            continue
+        assert res.returncode in (0, 1), res.stderr
+        cli |= {(run_id, d["nodeid"], d["outcome"]) for d in json.loads(res.stdout)["new"]}
+    engine = create_engine(pg_url)
+    board = next(b for b in boards() if b.uid == "harness-ci-overview")
+    q = next(q for q in board.queries if q.where == "New failures")
+    with engine.connect() as conn:
+        rows = conn.execute(text(expand(q.sql, _variables(engine, board, "")))).mappings().all()
+    engine.dispose()
+    panel = {(r["run"], r["test"], r["outcome"]) for r in rows}
+    assert panel == cli
+    tests = {t for _, t, _ in panel}
+    # cases the old panel rule (previous run passed, models ignored) got wrong
+    assert "t::b[llama]" in tests and "t::new[llama]" in tests and "t::e[gemma]" in tests
+    assert "t::d[llama]" in tests  # retry passed on day 2 (not new), crashed on day 3 after a pass
+
+
+
+def test_pass_rate_panel_all_lanes_and_one_branch(pg_url: str) -> None:
+    """The pass-rate panel reads per-day x model sums when every branch and runner group is selected,
+    and the per-lane table otherwise; both give the share of non-skipped tests that passed."""
+    store = Store.open(pg_url)
+    write_run(store, "m", 1, {"t::a": "passed", "t::b": "failed", "t::c": "skipped"})
+    write_run(store, "d", 1, {"t::a": "passed", "t::b": "passed"}, branch="dev", hour=5)
+    store.dispose()
+    engine = create_engine(pg_url)
+    board = next(b for b in boards() if b.uid == "harness-ci-overview")
+    q = next(q for q in board.queries if q.where == "Pass rate per model")
+    every = _variables(engine, board, "")
+    with engine.connect() as conn:
+        all_rows = conn.execute(text(expand(q.sql, every))).all()
+        main_rows = conn.execute(text(expand(q.sql, {**every, "branch": ["main"]}))).all()
+        dev_rows = conn.execute(text(expand(q.sql, {**every, "branch": ["dev"]}))).all()
+    engine.dispose()
+    assert [(r.metric, r.pass_rate) for r in all_rows] == [("llama", 0.75)]  # 3 of 4 non-skipped
+    assert [(r.metric, r.pass_rate) for r in main_rows] == [("llama", 0.5)]
+    assert [(r.metric, r.pass_rate) for r in dev_rows] == [("llama", 1.0)]

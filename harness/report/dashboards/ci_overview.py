@@ -1,55 +1,68 @@
-"""CI overview: pass rate per model, new failures, flaky top-N, slowest tests, suite wall time."""
+"""CI overview: pass rate per model, new failures, flaky top-N, slowest tests, suite wall time.
+
+Every panel reads tables kept at write time (harness/store/rollups.py), so its cost follows the time
+range shown, not the size of `test_results`. "New failures" lists `rollup_new_failures`, the same
+definition `harness new-failures` applies (last attempt failing, not failing in the baseline run).
+"""
 
 from __future__ import annotations
 
-from harness.report.dashboards.panels import FAILING, FINAL_RESULTS, Board, filter_variable_sql, in_filter
+from harness.report.dashboards.panels import Board, dim_variable_sql, in_filter
 
 RUN_FILTERS = " AND ".join([in_filter("r.branch", "branch"), in_filter("r.runner_group", "runner_group")])
+
+
+
+def rollup_filters(alias: str) -> str:
+    """Branch and runner-group filters on a rollup table (its keys already hold '(none)' for NULL)."""
+    return f"{alias}.branch IN (${{branch:sqlstring}}) AND {alias}.runner_group IN (${{runner_group:sqlstring}})"
 
 
 def build() -> Board:
     b = Board("harness-ci-overview", "Harness · CI overview",
               "Pass rate, new failures, flakes and timings of the test runs recorded by harness.")
-    b.query_variable("branch", "Branch", filter_variable_sql("runs", "branch"))
-    b.query_variable("runner_group", "Runner group", filter_variable_sql("runs", "runner_group"))
-    b.query_variable("model", "Model", filter_variable_sql("test_results", "model"))
+    b.query_variable("branch", "Branch", dim_variable_sql("branch"))
+    b.query_variable("runner_group", "Runner group", dim_variable_sql("runner_group"))
+    b.query_variable("model", "Model", dim_variable_sql("model"))
     b.custom_variable("top_n", "Top N", ["10", "20", "50", "100"], "20")
 
+    # With every branch and runner group selected (the default), the per-day x model sums are read: 10x
+    # fewer rows; PostgreSQL evaluates `all_lanes` once and scans only one of the two tables.
+    all_lanes = ("(NOT EXISTS (SELECT 1 FROM rollup_dims WHERE kind = 'branch' AND value NOT IN (${branch:sqlstring}))"
+                 " AND NOT EXISTS (SELECT 1 FROM rollup_dims WHERE kind = 'runner_group'"
+                 " AND value NOT IN (${runner_group:sqlstring})))")
+    days = "BETWEEN date_trunc('day', $__timeFrom()::timestamp) AND $__timeTo()::timestamp"
     b.panel("timeseries", "Pass rate per model", f"""
-WITH {FINAL_RESULTS}
-SELECT $__timeGroupAlias(r.started_at, '1d'), coalesce(f.model, '(none)') AS metric,
-       avg(CASE WHEN f.outcome IN ('passed', 'xfail') THEN 1.0 ELSE 0.0 END) AS pass_rate
-FROM final f JOIN runs r ON r.id = f.run_id
-WHERE $__timeFilter(r.started_at) AND f.outcome <> 'skipped' AND {RUN_FILTERS}
-  AND {in_filter("f.model", "model")}
-GROUP BY 1, 2
+SELECT x.day AS time, x.model AS metric, x.passing * 1.0 / x.counted AS pass_rate
+FROM (SELECT d.day, d.model, sum(d.n_pass) AS passing, sum(d.n_total - d.n_skip) AS counted
+      FROM rollup_daily d
+      WHERE NOT {all_lanes} AND d.day {days}
+        AND {rollup_filters("d")} AND d.model IN (${{model:sqlstring}})
+      GROUP BY d.day, d.model
+      UNION ALL
+      SELECT a.day, a.model, a.n_pass, a.n_total - a.n_skip
+      FROM rollup_daily_models a
+      WHERE {all_lanes} AND a.day {days} AND a.model IN (${{model:sqlstring}})) x
+WHERE x.counted > 0
 ORDER BY 1""", ("time", "metric", "pass_rate"), w=24, unit="percentunit",
-            description="Share of non-skipped tests whose last attempt passed, per model and day.")
+            description="Share of non-skipped tests whose last attempt passed (or xfailed), per model and "
+                        "UTC day (a day's point counts all its runs).")
 
     b.panel("table", "New failures", f"""
-WITH {FINAL_RESULTS},
-seq AS (
-  SELECT f.nodeid, f.nodeid_hash, f.model, f.suite, f.outcome, f.message, r.id AS run_id, r.started_at,
-         r.commit_sha, r.branch, r.runner_group,
-         lag(f.outcome) OVER (PARTITION BY f.nodeid_hash, r.branch, r.runner_group, r.suites
-                              ORDER BY r.started_at, r.id) AS previous
-  FROM final f JOIN runs r ON r.id = f.run_id
-  WHERE r.status = 'completed'
-)
-SELECT s.started_at AS time, s.nodeid AS test, s.model, s.runner_group, s.outcome,
-       left(s.commit_sha, 10) AS commit, left(s.message, 200) AS message,
+SELECT r.started_at AS time, r.id AS run, n.nodeid AS test, n.model, r.runner_group, n.outcome,
+       left(r.commit_sha, 10) AS commit, left(n.message, 200) AS message,
        left(c.commit_sha, 10) AS culprit, c.author AS culprit_author, c.pr
-FROM seq s
-LEFT JOIN LATERAL (SELECT * FROM culprits c WHERE c.nodeid_hash = s.nodeid_hash
+FROM runs r
+JOIN rollup_new_failures n ON n.run_id = r.id
+LEFT JOIN LATERAL (SELECT * FROM culprits c WHERE c.nodeid_hash = n.nodeid_hash
                    ORDER BY c.created_at DESC LIMIT 1) c ON true
-WHERE s.outcome IN {FAILING} AND s.previous = 'passed' AND $__timeFilter(s.started_at)
-  AND {in_filter("s.branch", "branch")} AND {in_filter("s.runner_group", "runner_group")}
-  AND {in_filter("s.model", "model")}
-ORDER BY s.started_at DESC
-LIMIT 500""", ("time", "test", "model", "runner_group", "outcome", "commit", "message", "culprit",
+WHERE $__timeFilter(r.started_at) AND {RUN_FILTERS} AND {in_filter("n.model", "model")}
+ORDER BY r.started_at DESC, r.id DESC, n.nodeid
+LIMIT 500""", ("time", "run", "test", "model", "runner_group", "outcome", "commit", "message", "culprit",
                "culprit_author", "pr"), w=24, h=10, fmt="table",
-            description="Tests whose last attempt failed where the previous run of the same branch, runner "
-                        "group and suites passed; with the culprit commit when bisect found one.")
+            description="What `harness new-failures --run RUN` calls new: tests whose last attempt fails "
+                        "and did not fail in the run's baseline (previous completed run of the same branch, "
+                        "runner group, suites and models); with the culprit commit when bisect found one.")
 
     b.panel("table", "Flaky tests (top N by fail rate)", """
 SELECT ft.nodeid AS test, ft.device, ft.failures, ft.attempts,
@@ -62,14 +75,15 @@ LIMIT $top_n""", ("test", "device", "failures", "attempts", "fail_rate", "last_s
                         "properties": [{"id": "unit", "value": "percentunit"}]}])
 
     b.panel("table", "Slowest tests", f"""
-WITH {FINAL_RESULTS}
-SELECT f.nodeid AS test, f.model, f.suite, avg(f.duration_s) AS mean_s, max(f.duration_s) AS max_s,
-       count(*) AS runs
-FROM final f JOIN runs r ON r.id = f.run_id
-WHERE $__timeFilter(r.started_at) AND {RUN_FILTERS} AND {in_filter("f.model", "model")}
-GROUP BY f.nodeid, f.model, f.suite
+SELECT max(t.nodeid) AS test, max(t.model) AS model, max(t.suite) AS suite,
+       sum(t.duration_sum) / sum(t.runs) AS mean_s, max(t.duration_max) AS max_s, sum(t.runs) AS runs
+FROM rollup_tests t
+WHERE $__timeFilter(t.last_started_at) AND {rollup_filters("t")} AND {in_filter("t.model", "model")}
+GROUP BY t.nodeid_hash
 ORDER BY mean_s DESC
 LIMIT $top_n""", ("test", "model", "suite", "mean_s", "max_s", "runs"), fmt="table",
+            description="Mean and longest duration of each test's last attempt over the runs recorded for it, "
+                        "among tests that ran in the time range.",
             overrides=[{"matcher": {"id": "byRegexp", "options": "mean_s|max_s"},
                         "properties": [{"id": "unit", "value": "s"}]}])
 
@@ -83,15 +97,11 @@ ORDER BY 1""", ("time", "metric", "wall_s"), w=12, unit="s",
             custom={"drawStyle": "line", "showPoints": "always"})
 
     b.panel("table", "Recent runs", f"""
-WITH {FINAL_RESULTS}
 SELECT r.started_at AS time, r.id AS run, r.branch, left(r.commit_sha, 10) AS commit,
        left(r.commit_subject, 60) AS subject, r.runner_group, r.gpu_name, r.status,
-       count(*) FILTER (WHERE f.outcome = 'passed') AS passed,
-       count(*) FILTER (WHERE f.outcome IN {FAILING}) AS failing,
-       count(*) FILTER (WHERE f.outcome = 'skipped') AS skipped
-FROM runs r LEFT JOIN final f ON f.run_id = r.id
+       s.n_pass AS passed, s.n_fail AS failing, s.n_skip AS skipped
+FROM runs r LEFT JOIN rollup_runs s ON s.run_id = r.id
 WHERE $__timeFilter(r.started_at) AND {RUN_FILTERS}
-GROUP BY r.id
 ORDER BY r.started_at DESC
 LIMIT 50""", ("time", "run", "branch", "commit", "subject", "runner_group", "gpu_name", "status", "passed",
               "failing", "skipped"), w=12, fmt="table")

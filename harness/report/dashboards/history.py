@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.report.dashboards.panels import FINAL_RESULTS, Board, filter_variable_sql, in_filter
+from harness.report.dashboards.panels import FINAL_RESULTS, Board, dim_variable_sql, in_filter
 
 # The variable shows node ids and holds their nodeid_hash, the indexed key (store/schema.py).
 TEST_HASH = "${test:sqlstring}"
@@ -12,11 +12,11 @@ def build() -> Board:
     b = Board("harness-test-history", "Harness · Test history",
               "Outcome and duration of one test over commits; culprit commits as annotations.")
     b.query_variable("test", "Test", """
-SELECT nodeid AS __text, nodeid_hash AS __value FROM test_results
-GROUP BY nodeid_hash, nodeid ORDER BY max(id) DESC LIMIT 5000""",
+SELECT nodeid AS __text, nodeid_hash AS __value FROM rollup_test_names
+ORDER BY last_started_at DESC LIMIT 5000""",
                      multi=False, include_all=False)
-    b.query_variable("runner_group", "Runner group", filter_variable_sql("runs", "runner_group"))
-    b.query_variable("branch", "Branch", filter_variable_sql("runs", "branch"))
+    b.query_variable("runner_group", "Runner group", dim_variable_sql("runner_group"))
+    b.query_variable("branch", "Branch", dim_variable_sql("branch"))
     filters = f"{in_filter('r.branch', 'branch')} AND {in_filter('r.runner_group', 'runner_group')}"
 
     b.panel("state-timeline", "Outcome over time", f"""

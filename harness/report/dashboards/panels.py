@@ -115,6 +115,11 @@ def filter_variable_sql(table: str, column: str) -> str:
             f"ORDER BY 1")
 
 
+def dim_variable_sql(kind: str) -> str:
+    """Values of a filter variable kept at write time (`rollup_dims`: model, branch, runner_group)."""
+    return f"SELECT value AS __value FROM rollup_dims WHERE kind = '{kind}' ORDER BY 1"
+
+
 def in_filter(column: str, variable: str) -> str:
     """`column IN (<selected values>)`, NULLs matching '(none)'."""
     return f"coalesce({column}, '(none)') IN (${{{variable}:sqlstring}})"
@@ -125,4 +130,3 @@ FINAL_RESULTS = """final AS (
   FROM test_results
   ORDER BY run_id, nodeid_hash, attempt DESC
 )"""
-FAILING = "('failed', 'error', 'crashed', 'timeout', 'xpass')"

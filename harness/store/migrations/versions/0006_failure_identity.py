@@ -6,7 +6,9 @@ type named at the head of its message and the signature of that message (normali
 model, as the plugin does); a skipped or xfail row gets the category its reason implies. Rows are
 read and updated in batches of BATCH by id, the same on Postgres and SQLite; `started_at` and
 `output_tail` cannot be derived and stay NULL for old rows. Flaky history is kept per (test, device,
-signature); existing histories get the empty signature ("unknown").
+signature); existing histories get the empty signature ("unknown"). The failure-identity rollups
+(`rollup_run_signatures`, `rollup_signatures_daily`, `rollup_signatures`, `rollup_run_counts.n_skip_explicit`)
+are created and filled for every stored run.
 
 Revision ID: 0006
 Revises: 0005
@@ -17,9 +19,11 @@ import sqlalchemy as sa
 from alembic import op
 
 from harness.signature import exception_type, signature, skip_category
+from harness.store import rollups
 
 revision = "0006"
-down_revision = "0004"  # TEMP until main has 0005
+down_revision = "0005"
+
 branch_labels = None
 depends_on = None
 
@@ -42,6 +46,36 @@ def upgrade() -> None:
         batch.create_unique_constraint("uq_flaky_tests_test_device_signature", ["nodeid_hash", "device", "signature"])
     op.create_index("ix_test_results_signature", "test_results", ["signature", "run_id"],
                     postgresql_where=sa.text("signature IS NOT NULL"), sqlite_where=sa.text("signature IS NOT NULL"))
+    # Rollups of failure identity (harness/store/rollups.py): top signatures, explicit skips per suite.
+    op.add_column("rollup_run_counts", sa.Column("n_skip_explicit", sa.Integer(), nullable=False, server_default="0"))
+    op.create_table(
+        "rollup_run_signatures",
+        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("signature", sa.String(40), primary_key=True),
+        sa.Column("model", sa.String(128), primary_key=True),
+        sa.Column("exception", sa.String(255), nullable=True),
+        sa.Column("message", sa.Text(), nullable=True),
+        sa.Column("n", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("started_at", sa.DateTime(), nullable=False),
+    )
+    op.create_table(
+        "rollup_signatures_daily",
+        sa.Column("day", sa.DateTime(), primary_key=True),
+        sa.Column("signature", sa.String(40), primary_key=True),
+        sa.Column("model", sa.String(128), primary_key=True),
+        sa.Column("n", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("first_seen", sa.DateTime(), nullable=False),
+        sa.Column("last_seen", sa.DateTime(), nullable=False),
+    )
+    op.create_table(
+        "rollup_signatures",
+        sa.Column("signature", sa.String(40), primary_key=True),
+        sa.Column("exception", sa.String(255), nullable=True),
+        sa.Column("message", sa.Text(), nullable=True),
+        sa.Column("first_seen", sa.DateTime(), nullable=False),
+        sa.Column("last_seen", sa.DateTime(), nullable=False),
+    )
+    rollups.backfill_identity(op.get_bind())
 
 
 def backfill(conn: sa.Connection, batch: int = BATCH) -> int:
@@ -74,6 +108,10 @@ def backfill(conn: sa.Connection, batch: int = BATCH) -> int:
 
 
 def downgrade() -> None:
+    for table in ("rollup_signatures", "rollup_signatures_daily", "rollup_run_signatures"):
+        op.drop_table(table)
+    with op.batch_alter_table("rollup_run_counts") as batch:
+        batch.drop_column("n_skip_explicit")
     op.drop_index("ix_test_results_signature", table_name="test_results")
     op.execute(sa.text("DELETE FROM flaky_tests WHERE signature <> '' AND id NOT IN "
                        "(SELECT MIN(id) FROM flaky_tests GROUP BY nodeid_hash, device)"))
