@@ -53,8 +53,17 @@ def test_flaky():
 '''
 
 MISTRAL = '''
+import pytest
+
 def test_forward():
     pass
+
+@pytest.mark.skipif(True, reason="requires CUDA")
+def test_needs_gpu():
+    pass
+
+def test_disabled():
+    pytest.skip("disabled until the tokenizer fix lands")
 
 def test_old_bug():
     raise ValueError("rotary embedding mismatch (known since spring)")

@@ -30,7 +30,8 @@ READER_SQL = ROOT / "dashboards" / "sql" / "grafana_reader.sql"
 # Panels that must show something for the populated store (the rest may legitimately be empty).
 MUST_HAVE_ROWS = {
     "harness-ci-overview": {"Pass rate per model", "New failures", "Flaky tests (top N by fail rate)",
-                            "Slowest tests", "Suite wall time per runner group", "Recent runs", "Culprits"},
+                            "Slowest tests", "Suite wall time per runner group", "Recent runs", "Culprits",
+                            "Top failure signatures", "Skips that are not not-applicable, per suite"},
     "harness-test-history": {"Outcome over time", "Duration", "Runs of this test, by commit",
                              "Culprits and flake record", "Culprits of this test"},
     "harness-benchmarks": {"Eager forward pass", "Time to first / second / third token", "Next token (mean)",
@@ -122,6 +123,26 @@ def test_queries_see_the_recorded_facts(reader: Engine, populated: Populated) ->
     assert generate and generate[0]["culprit"] == populated.bad_sha[:10] and generate[0]["pr"] == 42
     assert generate[0]["runner_group"] == "single-gpu"
     assert all(r["test"] != "tests/test_mistral.py::test_old_bug" for r in rows)  # never passed: not new
+
+    # Failure identity: the top signatures, the signature of each failing run, the explicit skips.
+    sigs = next(q for q in board.queries if q.where == "Top failure signatures")
+    skips = next(q for q in board.queries if q.where == "Skips that are not not-applicable, per suite")
+    with reader.connect() as conn:
+        top = conn.execute(text(expand(sigs.sql, variables))).mappings().all()
+        per_suite = conn.execute(text(expand(skips.sql, variables))).mappings().all()
+    generate_sig = next(r for r in top if "generate() produced" in (r["message"] or ""))
+    assert generate_sig["exception"] == "AssertionError" and generate_sig["failures"] == 2  # two failing runs
+    assert generate_sig["models"] == 1 and generate_sig["first_seen"] <= generate_sig["last_seen"]
+    assert len({r["signature"] for r in top}) == len(top) and all(len(r["signature"]) == 16 for r in top)
+    assert [(r["suite"], r["explicit_skips"], r["all_skips"], r["runs"]) for r in per_suite] == [("slow", 3, 6, 3)]
+    history = next(b for b in boards() if b.uid == "harness-test-history")
+    runs_q = next(q for q in history.queries if q.where == "Runs of this test, by commit")
+    hist_vars = _variables(reader, history, "tests/test_llama.py::test_generate")
+    with reader.connect() as conn:
+        runs = conn.execute(text(expand(runs_q.sql, hist_vars))).mappings().all()
+    failing = [r for r in runs if r["outcome"] == "failed"]
+    assert len(failing) == 2 and {r["signature"] for r in failing} == {generate_sig["signature"]}
+    assert all(r["signature"] is None for r in runs if r["outcome"] == "passed")
 
     bench = next(b for b in boards() if b.uid == "harness-benchmarks")
     variables = _variables(reader, bench, "")

@@ -1,4 +1,5 @@
-"""CI overview: pass rate per model, new failures, flaky top-N, slowest tests, suite wall time.
+"""CI overview: pass rate per model, new failures, top failure signatures, flaky top-N, slowest tests,
+skips that are not not-applicable, suite wall time.
 
 Every panel reads tables kept at write time (harness/store/rollups.py), so its cost follows the time
 range shown, not the size of `test_results`. "New failures" lists `rollup_new_failures`, the same
@@ -64,6 +65,21 @@ LIMIT 500""", ("time", "run", "test", "model", "runner_group", "outcome", "commi
                         "and did not fail in the run's baseline (previous completed run of the same branch, "
                         "runner group, suites and models); with the culprit commit when bisect found one.")
 
+    b.panel("table", "Top failure signatures", f"""
+SELECT d.signature, max(g.exception) AS exception, left(max(g.message), 200) AS message,
+       sum(d.n) AS failures, count(DISTINCT d.model) AS models,
+       max(g.first_seen) AS first_seen, max(g.last_seen) AS last_seen
+FROM rollup_signatures_daily d
+JOIN rollup_signatures g ON g.signature = d.signature
+WHERE d.day {days} AND d.model IN (${{model:sqlstring}})
+GROUP BY d.signature
+ORDER BY failures DESC, models DESC, d.signature
+LIMIT $top_n""", ("signature", "exception", "message", "failures", "models", "first_seen", "last_seen"),
+            w=24, h=8, fmt="table",
+            description="Failing results (last attempts) per failure signature in the time range, all branches "
+                        "and runner groups: one broken code path seen by many models is one row. First / last "
+                        "seen: the first and latest run start the signature was ever recorded in.")
+
     b.panel("table", "Flaky tests (top N by fail rate)", """
 SELECT ft.nodeid AS test, ft.device, ft.failures, ft.attempts,
        round(ft.failures::numeric / ft.attempts, 3) AS fail_rate, ft.last_seen
@@ -86,6 +102,22 @@ LIMIT $top_n""", ("test", "model", "suite", "mean_s", "max_s", "runs"), fmt="tab
                         "among tests that ran in the time range.",
             overrides=[{"matcher": {"id": "byRegexp", "options": "mean_s|max_s"},
                         "properties": [{"id": "unit", "value": "s"}]}])
+
+    b.panel("table", "Skips that are not not-applicable, per suite", f"""
+SELECT c.suite, sum(c.n_skip_explicit) AS explicit_skips, sum(c.n_skip) AS all_skips,
+       round(sum(c.n_skip_explicit)::numeric / nullif(sum(c.n_skip), 0), 3) AS explicit_share,
+       count(DISTINCT c.run_id) AS runs
+FROM runs r
+JOIN rollup_run_counts c ON c.run_id = r.id
+WHERE $__timeFilter(r.started_at) AND {RUN_FILTERS} AND c.model IN (${{model:sqlstring}}) AND c.n_skip > 0
+GROUP BY c.suite
+ORDER BY explicit_skips DESC, c.suite""", ("suite", "explicit_skips", "all_skips", "explicit_share", "runs"),
+            w=12, fmt="table",
+            description="Skips a developer asked for (pytest.skip / skip markers without a platform reason, "
+                        "xfail) beside all skips, per suite: a real skip stops hiding among platform, "
+                        "hardware, runner-group and optional-dependency gates (`not-applicable`).",
+            overrides=[{"matcher": {"id": "byName", "options": "explicit_share"},
+                        "properties": [{"id": "unit", "value": "percentunit"}]}])
 
     b.panel("timeseries", "Suite wall time per runner group", f"""
 SELECT r.started_at AS time,

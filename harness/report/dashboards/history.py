@@ -45,19 +45,23 @@ ORDER BY 1""", ("time", "metric", "duration_s"), w=24, unit="s",
 WITH {FINAL_RESULTS}
 SELECT r.started_at AS time, left(r.commit_sha, 10) AS commit, left(r.commit_subject, 70) AS subject,
        r.commit_author AS author, r.runner_group, f.device, f.outcome, f.attempt, f.duration_s,
+       f.exception, f.signature, coalesce(f.skip_category, '') AS skip_category,
        left(f.message, 300) AS message
 FROM final f JOIN runs r ON r.id = f.run_id
 WHERE f.nodeid_hash = {TEST_HASH} AND $__timeFilter(r.started_at) AND {filters}
 ORDER BY r.started_at DESC
 LIMIT 500""", ("time", "commit", "subject", "author", "runner_group", "device", "outcome", "attempt",
-               "duration_s", "message"), w=24, h=10, fmt="table")
+               "duration_s", "exception", "signature", "skip_category", "message"), w=24, h=10, fmt="table",
+            description="Every run of the test; a failing run shows its exception type and failure signature "
+                        "(the same signature in two runs is the same failure), a skip its category.")
 
     b.panel("table", "Culprits and flake record", f"""
 SELECT c.created_at AS time, 'culprit' AS kind, left(c.commit_sha, 10) AS commit, c.author, c.subject,
        c.pr, c.method, NULL::integer AS failures, NULL::integer AS attempts
 FROM culprits c WHERE c.nodeid_hash = {TEST_HASH}
 UNION ALL
-SELECT ft.last_seen AS time, 'flaky on ' || ft.device AS kind, NULL, NULL, NULL, NULL, NULL,
+SELECT ft.last_seen AS time, 'flaky on ' || ft.device || coalesce(' · ' || nullif(ft.signature, ''), '') AS kind,
+       NULL, NULL, NULL, NULL, NULL,
        ft.failures, ft.attempts
 FROM flaky_tests ft WHERE ft.nodeid_hash = {TEST_HASH}
 ORDER BY 1 DESC""", ("time", "kind", "commit", "author", "subject", "pr", "method", "failures", "attempts"),
