@@ -85,6 +85,9 @@ class BundleFollower:
                 for record in records:
                     writer.add(record)
                 writer.flush()
+                from harness.store import rollups
+
+                rollups.refresh(conn, writer._run_ids.values())  # tables kept at write time, same transaction
                 conn.commit()
             for key in ("runs", "results", "benchmarks", "records"):
                 setattr(self.stats, key, getattr(self.stats, key) + getattr(writer.stats, key))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from harness.signature import signature
-from harness.store import Store
+from harness.store import Store, rollups
 
 PREVIOUS = "0005"
 
@@ -37,10 +37,15 @@ def test_upgrade_backfills_existing_rows(db_url: str) -> None:
                               "message, attempt) VALUES (:run, :nodeid, :hash, :model, :outcome, 0, :message, 1)"),
                          [{"run": run_id, "nodeid": n, "hash": str(i), "model": m, "outcome": o, "message": msg}
                           for i, (n, m, o, msg) in enumerate(ROWS)])
+            rollups.backfill(conn)  # what 0005 keeps for a run written before 0006
         store.upgrade()
         with store.engine.connect() as conn:
             got = {r.nodeid.split("::")[1]: r for r in conn.execute(text(
                 "SELECT nodeid, exception, signature, skip_category, started_at, output_tail FROM test_results"))}
+            daily = conn.execute(text("SELECT signature, model, n FROM rollup_signatures_daily "
+                                      "ORDER BY n DESC, model")).all()
+            kinds = conn.execute(text("SELECT signature, exception FROM rollup_signatures")).all()
+            skips = conn.execute(text("SELECT sum(n_skip_explicit), sum(n_skip) FROM rollup_run_counts")).one()
     finally:
         store.dispose()
     assert got["test_fwd[llama]"].signature == got["test_fwd[gemma]"].signature == signature(
@@ -52,3 +57,7 @@ def test_upgrade_backfills_existing_rows(db_url: str) -> None:
     assert (got["test_gpu"].skip_category, got["test_off"].skip_category, got["test_xf"].skip_category) == (
         "not-applicable", "skipped", "skipped")
     assert all(r.started_at is None and r.output_tail is None for r in got.values())  # not derivable
+    dtype = got["test_fwd[llama]"].signature  # the rollups are backfilled too: one signature, two models
+    assert sorted((m, n) for s, m, n in daily if s == dtype) == [("gemma", 1), ("llama", 1)]
+    assert len(daily) == 4 and dict(kinds)[dtype] == "RuntimeError" and len(kinds) == 3
+    assert tuple(skips) == (2, 2)  # the explicit skip and the xfail; not the CUDA gate

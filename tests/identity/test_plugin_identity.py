@@ -105,6 +105,14 @@ def test_one_broken_code_path_is_one_signature_across_models(pytester: pytest.Py
     passed = rows["test_passes"]
     assert passed["exception"] is None and passed["signature"] is None and passed["output_tail"] is None
     assert all(r["started_at"] is not None for r in rows.values())
+    engine = create_engine(db_url)  # the rollups the "top failure signatures" panel reads, kept by the live writer
+    with engine.connect() as conn:
+        models = conn.execute(text("SELECT model FROM rollup_signatures_daily WHERE signature = :s"),
+                              {"s": forward[0]["signature"]}).scalars().all()
+        explicit = conn.execute(text("SELECT sum(n_skip_explicit), sum(n_skip) FROM rollup_run_counts")).one()
+    engine.dispose()
+    assert sorted(models) == sorted(MODELS)
+    assert tuple(explicit) == (2, 3)  # test_turned_off and the xfail; the two gates are not counted
 
 
 def test_two_machines_give_the_same_signatures(pytester: pytest.Pytester, tmp_path: Path) -> None:
