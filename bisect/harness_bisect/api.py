@@ -203,6 +203,7 @@ def execute(plan: Plan, progress: Progress | None = None, sink: ResultSink | Non
             executor.close()
     _describe(plan.repo, result, scheduler, positions)
     result.probes, result.rounds = executor.invocations, executor.rounds
+    result.cost = executor.cost.to_json()
     result.wall_s = time.perf_counter() - started
     if sink is not None:
         sink.record(result)

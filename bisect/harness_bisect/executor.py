@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from harness_bisect.cost import CostLog
 from harness_bisect.probe import ProbeResult, ProbeRunner
 from harness_bisect.worktrees import Worktree, WorktreePool
 
@@ -38,6 +39,7 @@ class Executor:
         self.invocations = 0
         self.rounds = 0
         self.probe_wall_s = 0.0
+        self.cost = CostLog()
         self._lock = threading.Lock()
 
     def _one(self, req: ProbeRequest) -> ProbeResult:
@@ -49,6 +51,7 @@ class Executor:
         with self._lock:
             self.invocations += int(result.invoked)
             self.probe_wall_s += result.wall_s
+            self.cost.add(result.wall_s, result.phases, result.path)
         if self.progress:
             note = f" skip: {result.skip_reason}" if result.skip_reason else ""
             self.progress(f"  probe #{req.position} {req.commit[:10]} x{req.repeat} "
@@ -60,6 +63,7 @@ class Executor:
         if not requests:
             return {}
         self.rounds += 1
+        self.cost.new_round()
         if self.progress:
             self.progress(f"round {self.rounds}: {len(requests)} probe(s)")
         futures = {req: self.threads.submit(self._one, req) for req in requests}

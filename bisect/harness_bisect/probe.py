@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness_bisect.cost import phases_of, read_marks
 from harness_bisect.worktrees import Worktree, venv_path
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -59,6 +60,9 @@ class ProbeResult:
     invoked: bool = False
     skip_reason: str | None = None
     wall_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (see `cost`)
+    path: str = "none"  # how pytest started: "fresh" (a new interpreter), "fork" (probe server), "none"
+    deps: list[str] = field(default_factory=list)  # top-level modules from outside the checkout it imported
 
 
 InstallFor = Callable[[Path], "str | None"]  # a checkout folder -> its install command, or None
@@ -205,11 +209,12 @@ class ProbeRunner:
         tree.data["venv"] = venv
         return venv
 
-    def _prepare(self, tree: Worktree, commit: str, log: Path) -> str | None:
+    def _prepare(self, tree: Worktree, commit: str, log: Path, marks: dict[str, float]) -> str | None:
         """Check out and install `commit`; the reason it cannot run, or None."""
         if tree.current == commit and tree.installed in (commit, "none"):
             return None
         tree.checkout(commit)
+        marks["checkout"] = time.time()
         tree.installed = None
         find = self.config.install_for
         cmd = self.config.install or (find and (find(self.base(tree)) or find(tree.path)))
@@ -228,11 +233,16 @@ class ProbeRunner:
 
     def command(self, files: list[str], select: Path, out: Path, repeat: int, tree: Worktree) -> list[str]:
         python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
-        cmd = [*(self.config.pytest_command or [python, "-m", "pytest"]), "-p", PLUGIN_MODULE, "-p", "no:harness", "-p", "no:cacheprovider",
+        return [*(self.config.pytest_command or [python, "-m", "pytest"]), *self.pytest_args(files, select, out, repeat, tree)]
+
+    def pytest_args(self, files: list[str], select: Path, out: Path, repeat: int, tree: Worktree) -> list[str]:
+        """pytest's arguments for one probe (after `python -m pytest`)."""
+        cmd = ["-p", PLUGIN_MODULE, "-p", "no:harness", "-p", "no:cacheprovider",
                # `--opt=value`: pytest looks for the ini file before plugin options exist, and would take
                # a separate value (a path outside the worktree) as a test path, losing the target's ini.
                f"--hb-select={select}", f"--hb-out={out}", f"--hb-repeat={repeat}",
-               "--continue-on-collection-errors", "-q", "--no-header", "-rN", f"--rootdir={self.base(tree)}"]
+               "--continue-on-collection-errors", "-q", "--no-header", "-rN", f"--rootdir={self.base(tree)}",
+               f"--hb-tree={tree.path}"]
         if self.config.metric:
             cmd += [f"--hb-metric={self.config.metric}"]
         if self.xdist and not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
@@ -243,13 +253,18 @@ class ProbeRunner:
         """Probe `tests` at `commit` in `tree`, each `repeat` times in one pytest process."""
         started = time.perf_counter()
         result = ProbeResult(commit=commit)
+        marks: dict = {"start": time.time()}
         with tempfile.TemporaryDirectory(prefix=tree.path.name + ".probe-", dir=tree.scratch()) as tmp:
             log = Path(tmp) / "log.txt"
-            reason = self._prepare(tree, commit, log)
+            reason = self._prepare(tree, commit, log, marks)
+            marks.setdefault("checkout", marks["start"])
+            marks["install"] = time.time()
             if reason is not None:
                 result.skip_reason = reason
                 result.attempts = {t: [Attempt(SKIP, "not_run", message=reason)] * repeat for t in tests}
                 result.wall_s = time.perf_counter() - started
+                marks["end"] = time.time()
+                result.phases = phases_of(marks)
                 return result
             base = self.base(tree)
             present = {t for t in tests if base.is_dir() and (base / t.split("::", 1)[0]).exists()}
@@ -260,9 +275,14 @@ class ProbeRunner:
             if files:
                 select, out = Path(tmp) / "select.json", Path(tmp) / "events.jsonl"
                 select.write_text(json.dumps(sorted(present)))
+                marks["launch"] = time.time()
                 rc, timed_out = _run(self.command(files, select, out, repeat, tree), tree,
                                      self.env_for(tree), log, self.config.timeout_s, base)
-                result.invoked = True
+                marks["exit"] = time.time()
+                result.invoked, result.path = True, "fresh"
+                plugin_marks = read_marks(out)
+                result.deps = plugin_marks.pop("deps", [])
+                marks.update(plugin_marks)
                 parsed = parse_events(out, sorted(present), repeat, timed_out)
                 if parsed is None:
                     result.skip_reason = f"pytest could not run (exit {rc}): {_tail(log)}"
@@ -270,6 +290,8 @@ class ProbeRunner:
                               for t in present}
                 result.attempts.update(parsed)
         result.wall_s = time.perf_counter() - started
+        marks["end"] = time.time()
+        result.phases = phases_of(marks)
         return result
 
 
