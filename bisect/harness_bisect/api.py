@@ -70,6 +70,7 @@ class BisectRequest:
     cache_dir: str | Path | None = None
     gpus: list[str] | None = field(default=None)
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every probe
+    fork: bool = True  # fork probes from a probe server (see `servers`); HARNESS_BISECT_FORK=0 also turns it off
 
 
 def _validate(req: BisectRequest) -> list[str]:
@@ -188,7 +189,8 @@ def execute(plan: Plan, progress: Progress | None = None, sink: ResultSink | Non
     config = ProbeConfig(timeout_s=req.probe_timeout_s, metric=None if req.perf_metric in (None, "duration")
                          else req.perf_metric, install=req.install, install_for=req.install_for,
                          pytest_command=req.pytest_command, subdir=plan.subdir,
-                         gpus=req.gpus if req.gpus is not None else detect_gpus(), env=dict(req.env))
+                         gpus=req.gpus if req.gpus is not None else detect_gpus(), env=dict(req.env),
+                         fork=req.fork)
     result = BisectResult(good=positions[0], bad=positions[-1], commits_in_range=len(positions) - 1,
                           workers=req.workers, method="perf" if req.perf_metric else "bisect")
     with _interruptible(), WorktreePool(plan.repo, req.workers, cache, start=positions[-1]) as pool:

@@ -74,3 +74,4 @@ class Executor:
 
     def close(self) -> None:
         self.threads.shutdown(wait=True, cancel_futures=True)
+        self.runner.close()

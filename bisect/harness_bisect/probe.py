@@ -28,6 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness_bisect.cost import phases_of, read_marks
+from harness_bisect.forkserver import REFUSED
+from harness_bisect.servers import (
+    ProbeServer,
+    ServerGone,
+    ServerPool,
+    fork_supported,
+    fork_wanted,
+    local_names,
+)
 from harness_bisect.worktrees import Worktree, venv_path
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -35,7 +44,7 @@ PASSING = ("passed", "skipped", "xfail", "absent", "deselected")
 RAN = ("passed", "failed", "error", "crashed", "timeout", "xpass")  # outcomes of a test that really ran
 PLUGIN_MODULE = "_harness_bisect_probe"
 
-_LIVE: set[subprocess.Popen] = set()
+_LIVE: set = set()  # probe processes (Popen, or _Child of a probe server): anything with .pid
 _LIVE_LOCK = threading.Lock()
 _STOPPING = threading.Event()  # set by kill_live: a probe that starts afterwards is killed at once
 
@@ -83,6 +92,7 @@ class ProbeConfig:
     pytest_command: list[str] | None = None  # default: `<python> -m pytest` (the worktree venv's python)
     subdir: str = ""  # where pytest runs, relative to the repository root (node ids are relative to it)
     env: dict[str, str] = field(default_factory=dict)  # the suites' environment (e.g. RUN_SLOW=1)
+    fork: bool = False  # fork probes from a probe server (`servers`) where it is safe
 
 
 def detect_gpus() -> list[str]:
@@ -165,6 +175,46 @@ def _run(cmd: list[str] | str, tree: Worktree, env: dict[str, str], log: Path, t
             tree.note_probe(None)
 
 
+@dataclass(frozen=True)
+class _Child:
+    """A probe forked by a probe server (its own process group), as `kill_live` sees it."""
+
+    pid: int
+
+
+def _track(proc: object) -> None:
+    with _LIVE_LOCK:
+        _LIVE.add(proc)  # type: ignore[arg-type]
+        stopping = _STOPPING.is_set()
+    if stopping:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _untrack(proc: object) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(proc)  # type: ignore[arg-type]
+
+
+def _run_forked(server: ProbeServer, request: dict, tree: Worktree, timeout: float) -> tuple[int, bool]:
+    """One probe forked from `server`, tracked like `_run`'s processes; (returncode, timed_out)."""
+    child: list[_Child] = []
+
+    def started(pid: int) -> None:
+        child.append(_Child(pid))
+        _track(child[0])
+        tree.note_probe(pid)
+
+    try:
+        return server.fork(request, timeout, started)
+    finally:
+        if child:
+            _untrack(child[0])
+            tree.note_probe(None)
+
+
 class ProbeRunner:
     """Runs probes in worktrees; thread-safe as long as each worktree is used by one thread at a time."""
 
@@ -172,6 +222,47 @@ class ProbeRunner:
         self.config = config
         self.plugin_dir = plugin_dir(cache)
         self.xdist = importlib.util.find_spec("xdist") is not None
+        self.servers: ServerPool | None = None
+        if config.fork and fork_wanted(config.env) and fork_supported() and not config.pytest_command:
+            self.servers = ServerPool(self.plugin_dir, config.subdir, on_start=_track, on_stop=_untrack)
+
+    def close(self) -> None:
+        """Stop the probe servers (and any probe still running on them)."""
+        if self.servers is not None:
+            self.servers.close()
+
+    def _launch(self, tree: Worktree, commit: str, files: list[str], select: Path, out: Path, repeat: int,
+                log: Path) -> tuple[int, bool, str]:
+        """Start pytest for one probe, forked from a probe server where possible; (rc, timed_out, path)."""
+        base, env = self.base(tree), self.env_for(tree)
+        python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
+        if self.servers is not None:
+            server_env = dict(env)
+            user_path = self.config.env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))
+            server_env.pop("PYTHONPATH", None) if not user_path else server_env.update(PYTHONPATH=user_path)
+            if self.config.gpus:
+                server_env.pop("CUDA_VISIBLE_DEVICES", None)  # each child gets its own
+            server, why = self.servers.server_for(python, server_env, tree.repo, commit, [base, tree.path], base,
+                                                  files)
+            if server is not None:
+                request = {"args": self.pytest_args(files, select, out, repeat, tree), "cwd": str(base),
+                           "env": env, "log": str(log), "events": str(out), "roots": [str(tree.path)],
+                           "local": sorted(local_names(base, tree.path))}
+                try:
+                    rc, timed_out = _run_forked(server, request, tree, self.config.timeout_s)
+                    if rc != REFUSED or '"fork_refused"' not in out.read_text(errors="replace"):
+                        return rc, timed_out, "fork"
+                    server.refused = True
+                    why = "a module of the checkout was loaded in the probe server"
+                except ServerGone as exc:
+                    why = str(exc)
+                self.servers.disable(python)
+                out.write_text("")  # the refused child's events are not this probe's
+            with open(log, "a") as fh:
+                fh.write(f"[harness bisect] fresh interpreter: {why}\n")
+        rc, timed_out = _run(self.command(files, select, out, repeat, tree), tree, env, log, self.config.timeout_s,
+                             base)
+        return rc, timed_out, "fresh"
 
     def base(self, tree: Worktree) -> Path:
         """The folder pytest runs in (and node ids are relative to): the worktree, or a subfolder of it."""
@@ -276,13 +367,15 @@ class ProbeRunner:
                 select, out = Path(tmp) / "select.json", Path(tmp) / "events.jsonl"
                 select.write_text(json.dumps(sorted(present)))
                 marks["launch"] = time.time()
-                rc, timed_out = _run(self.command(files, select, out, repeat, tree), tree,
-                                     self.env_for(tree), log, self.config.timeout_s, base)
+                rc, timed_out, result.path = self._launch(tree, commit, files, select, out, repeat, log)
                 marks["exit"] = time.time()
-                result.invoked, result.path = True, "fresh"
+                result.invoked = True
                 plugin_marks = read_marks(out)
                 result.deps = plugin_marks.pop("deps", [])
                 marks.update(plugin_marks)
+                if self.servers is not None and result.deps:
+                    self.servers.learn(str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv")
+                                       else self.config.python, result.deps)
                 parsed = parse_events(out, sorted(present), repeat, timed_out)
                 if parsed is None:
                     result.skip_reason = f"pytest could not run (exit {rc}): {_tail(log)}"
