@@ -15,7 +15,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import site
 import subprocess
@@ -87,26 +86,12 @@ class ProbeConfig:
     metric: str | None = None
     install: str | None = None
     install_for: InstallFor | None = None  # asked at the probe folder, then at the worktree root
-    gpus: list[str] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # device slots, one per worker: its CUDA_VISIBLE_DEVICES
     python: str = sys.executable
     pytest_command: list[str] | None = None  # default: `<python> -m pytest` (the worktree venv's python)
     subdir: str = ""  # where pytest runs, relative to the repository root (node ids are relative to it)
     env: dict[str, str] = field(default_factory=dict)  # the suites' environment (e.g. RUN_SLOW=1)
     fork: bool = False  # fork probes from a probe server (`servers`) where it is safe
-
-
-def detect_gpus() -> list[str]:
-    """GPU ids to give one per worker: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`, else none."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(ln for ln in out.splitlines() if ln.startswith("GPU "))]
 
 
 def plugin_dir(cache: Path) -> Path:
@@ -226,6 +211,26 @@ class ProbeRunner:
         if config.fork and fork_wanted(config.env) and fork_supported() and not config.pytest_command:
             self.servers = ServerPool(self.plugin_dir, config.subdir, on_start=_track, on_stop=_untrack)
 
+    def _server_env(self, tree: Worktree) -> dict[str, str]:
+        """A probe's environment without what is the probe's own: its worktree on PYTHONPATH, its device."""
+        env = self.env_for(tree)
+        user_path = self.config.env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))
+        env.pop("PYTHONPATH", None) if not user_path else env.update(PYTHONPATH=user_path)
+        if self.config.gpus:
+            env.pop("CUDA_VISIBLE_DEVICES", None)  # each child gets its own
+        return env
+
+    def prestart(self, tree: Worktree, commit: str, tests: list[str], checkout: Path) -> None:
+        """Start the probe server for `commit` while the first worktrees check out, preloading what the
+        tests import in the caller's `checkout` (only a guess of what to import: never code that runs)."""
+        base = checkout / self.config.subdir if self.config.subdir else checkout
+        find = self.config.install_for
+        if self.servers is None or self.config.install or (find and (find(base) or find(checkout))):
+            return  # an installing target's interpreter is the worktree's venv, made at its first probe
+        files = sorted({t.split("::", 1)[0] for t in tests})
+        self.servers.server_for(self.config.python, self._server_env(tree), tree.repo, commit, [base, checkout],
+                                base, files)
+
     def close(self) -> None:
         """Stop the probe servers (and any probe still running on them)."""
         if self.servers is not None:
@@ -237,13 +242,8 @@ class ProbeRunner:
         base, env = self.base(tree), self.env_for(tree)
         python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
         if self.servers is not None:
-            server_env = dict(env)
-            user_path = self.config.env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))
-            server_env.pop("PYTHONPATH", None) if not user_path else server_env.update(PYTHONPATH=user_path)
-            if self.config.gpus:
-                server_env.pop("CUDA_VISIBLE_DEVICES", None)  # each child gets its own
-            server, why = self.servers.server_for(python, server_env, tree.repo, commit, [base, tree.path], base,
-                                                  files)
+            server, why = self.servers.server_for(python, self._server_env(tree), tree.repo, commit,
+                                                  [base, tree.path], base, files)
             if server is not None:
                 request = {"args": self.pytest_args(files, select, out, repeat, tree), "cwd": str(base),
                            "env": env, "log": str(log), "events": str(out), "roots": [str(tree.path)],
@@ -277,7 +277,7 @@ class ProbeRunner:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.pop("HARNESS_DB_URL", None)  # probes must not record themselves as runs
         if self.config.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[tree.index % len(self.config.gpus)]
+            env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[tree.index % len(self.config.gpus)]  # one slot per worker
         venv = tree.data.get("venv")
         if venv:
             env["VIRTUAL_ENV"] = str(venv)

@@ -269,6 +269,8 @@ class ProbeServer:
             _killpg(self.proc.pid)
             self.proc.wait()
         self._log.close()
+        if self.proc.returncode == 0:  # kept when the server died: its stderr says why
+            Path(self._log.name).unlink(missing_ok=True)
 
 
 def _killpg(pid: int) -> None:
