@@ -68,8 +68,13 @@ def plugins(exclude: set[str]) -> list[str]:
 
 
 def leaked(local: set[str], roots: list[str]) -> list[str]:
-    """Modules of the checkout already loaded (which the probe must import from its own commit)."""
+    """Modules of the checkout already loaded (which the probe must import from its own commit), and CUDA
+    initialised by a preloaded module (a forked child could not use it)."""
     out = []
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is not None and getattr(cuda, "is_initialized", lambda: False)():
+        out.append("torch.cuda (initialised in the probe server)")
     for name, mod in list(sys.modules.items()):
         path = getattr(mod, "__file__", None) or ""
         if name.partition(".")[0] in local or any(path.startswith(r.rstrip("/") + "/") for r in roots):

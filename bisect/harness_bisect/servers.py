@@ -181,7 +181,9 @@ class ProbeServer:
         self.key, self.local = key, local
         self.preloaded: set[str] = set(local)  # names never to ask for again
         self._log = open(log, "ab")  # noqa: SIM115 - the server's own stderr, kept for its lifetime
-        self.proc = subprocess.Popen([python, "-u", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        # torch.cuda.is_available() by NVML in the server: a CUDA driver initialised before fork is unusable
+        env = {**env, "PYTORCH_NVML_BASED_CUDA_CHECK": env.get("PYTORCH_NVML_BASED_CUDA_CHECK", "1")}
+        self.proc = subprocess.Popen([python, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._log, env=env, start_new_session=True)
         self._write_lock = threading.Lock()
         self._waiting: dict[int, queue.Queue] = {}
