@@ -12,6 +12,7 @@ first-parent commits after `good`, most touching one family's code, PRs merged a
 
     .venv/bin/python benchmarks/bench_bisect_real.py --commits 90 --families 40
     .venv/bin/python benchmarks/bench_bisect_real.py --modes fork fresh   # probe server on / off
+    git worktree add /tmp/before 3ffc09c && .venv/bin/python benchmarks/bench_bisect_real.py --before-src /tmp/before
 
 Per approach: wall, pytest invocations, rounds, culprits right, flaky blamed or not, and for harness the
 `cost` object of `harness bisect --json` (seconds per phase over all probes, and along the critical
@@ -324,14 +325,18 @@ def make_repo(root: Path, commits: int, families: int) -> tuple[list[str], str]:
     return shas, shas[culprit_pos]
 
 
-def run_harness(repo: Path, shas: list[str], workers: int, env: dict[str, str], fork: bool) -> dict:
+def run_harness(repo: Path, shas: list[str], workers: int, env: dict[str, str], fork: bool,
+                src: Path | None = None) -> dict:
+    """`harness bisect` through the CLI; `src`: another source tree of harness to run (the engine before)."""
     reset_flaky(env)
     cache = Path(env["FLAKE_DIR"]) / f"cache-{workers}-{int(fork)}-{time.monotonic_ns()}"
+    run_env = {**env, "HARNESS_CACHE_DIR": str(cache), "HARNESS_BISECT_FORK": "1" if fork else "0"}
+    if src is not None:
+        run_env["PYTHONPATH"] = os.pathsep.join([str(src), str(src / "bisect"), *filter(None, [env.get("PYTHONPATH")])])
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "bisect", "--repo", str(repo), "--good", shas[0],
                            "--bad", shas[-1], "-j", str(workers), "--retries", "3", "--json", "--no-store", *ALL],
-                          capture_output=True, text=True, cwd=ROOT,
-                          env={**env, "HARNESS_CACHE_DIR": str(cache), "HARNESS_BISECT_FORK": "1" if fork else "0"})
+                          capture_output=True, text=True, cwd=src or ROOT, env=run_env)
     wall = time.perf_counter() - started
     shutil.rmtree(cache, ignore_errors=True)
     if proc.returncode not in (0, 1):
@@ -395,6 +400,8 @@ def main() -> None:
     ap.add_argument("--families", type=int, default=40)
     ap.add_argument("--modes", nargs="+", default=["fork", "fresh"], choices=["fork", "fresh"],
                     help="harness probe start: probe server (fork) and/or a fresh interpreter per probe")
+    ap.add_argument("--before-src", type=Path, help="also run harness from this source tree (e.g. a `git worktree` "
+                    "of the commit before the probe server), side by side")
     ap.add_argument("--no-classic", action="store_true")
     ap.add_argument("--out", type=Path, help="write all figures (with the cost objects) as JSON here")
     args = ap.parse_args()
@@ -411,6 +418,11 @@ def main() -> None:
     plan = [(f"harness bisect -j {w}{'' if mode == 'fork' else ' (fresh interpreter per probe)'}",
              (lambda w=w, mode=mode: run_harness(repo, shas, w, env, mode == "fork")))
             for mode in args.modes for w in (1, 2)]
+    if args.before_src:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.before_src, capture_output=True,
+                             text=True).stdout.strip() or args.before_src.name
+        plan += [(f"harness bisect -j {w} (before: engine at {sha})",
+                  (lambda w=w: run_harness(repo, shas, w, env, False, args.before_src.resolve()))) for w in (1, 2)]
     if not args.no_classic:
         plan.append(("classic: git bisect run per test", lambda: run_classic(repo, shas, tmp, env)))
     for label, fn in plan:

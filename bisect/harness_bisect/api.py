@@ -3,9 +3,11 @@ and `probe_at`, one batched rerun of tests at one commit.
 
 The engine imports nothing of the platform: the caller gives a repository, a range, the tests, how to
 probe (pytest command, environment, install command) and a `ResultSink`, and gets a `BisectResult`.
-Order of work: validate everything (one-line BisectError, nothing written), make the worktree pool,
-verify the endpoints (flake-aware, or perf sampling), run the k-ary search, describe the culprits,
-hand them to the sink. Worktrees are removed on the way out, also on SIGINT/SIGTERM; after a SIGKILL the next
+Order of work: validate everything (one-line BisectError, nothing written), make the worktree pool (made
+once; each probe moves a worktree to its commit) and start the probe server (`servers`: the tests'
+third-party imports loaded once, a forked child per probe), verify the endpoints (flake-aware, or perf
+sampling), run the k-ary search, describe the culprits, hand them to the sink with the `cost` of the
+search (`cost`: where the wall time went, per phase and along each round's slowest probe). Worktrees are removed on the way out, also on SIGINT/SIGTERM; after a SIGKILL the next
 bisect of the same repository removes them.
 """
 

@@ -89,9 +89,13 @@ class CostLog:
     """Phases of every probe, kept per round, and the probe-server / fresh-interpreter split."""
 
     rounds: list[list[tuple[float, dict[str, float], str]]] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)  # each round's wall time, start to last result
 
     def new_round(self) -> None:
         self.rounds.append([])
+
+    def end_round(self, wall_s: float) -> None:
+        self.walls.append(wall_s)
 
     def add(self, wall_s: float, phases: dict[str, float], path: str) -> None:
         if not self.rounds:
@@ -100,7 +104,9 @@ class CostLog:
 
     def to_json(self) -> dict[str, Any]:
         """{"phases": seconds per phase over all probes, "paths": probes per way of starting pytest,
-        "rounds": per round, its probes and the phases of its slowest probe ("critical")}."""
+        "rounds": per round, its probes, its wall time and the phases of its slowest probe ("critical"),
+        "critical_s": the rounds' wall times added up}. With fewer workers than probes a round's wall
+        time holds several probes one after the other."""
         total = dict.fromkeys(PHASES, 0.0)
         paths: dict[str, int] = {}
         rounds = []
@@ -111,6 +117,7 @@ class CostLog:
                 paths[path] = paths.get(path, 0) + 1
             if probes:
                 wall, slowest, path = max(probes, key=lambda p: p[0])
+                wall = self.walls[i - 1] if i <= len(self.walls) else wall
                 rounds.append({"round": i, "probes": len(probes), "wall_s": round(wall, 3), "path": path,
                                "critical": {k: v for k, v in slowest.items() if v}})
         return {"phases": {k: round(v, 3) for k, v in total.items()}, "paths": paths, "rounds": rounds,

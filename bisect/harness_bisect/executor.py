@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -66,10 +67,12 @@ class Executor:
         self.cost.new_round()
         if self.progress:
             self.progress(f"round {self.rounds}: {len(requests)} probe(s)")
+        started = time.perf_counter()
         futures = {req: self.threads.submit(self._one, req) for req in requests}
         pending = set(futures.values())
         while pending:  # short waits: the kernel may hand SIGTERM to a worker thread, and the main
             _, pending = wait(pending, timeout=0.2)  # thread must wake up to run the handler
+        self.cost.end_round(time.perf_counter() - started)
         return {req: fut.result() for req, fut in futures.items()}
 
     def close(self) -> None:

@@ -207,6 +207,8 @@ class ProbeServer:
                 q = self._waiting.get(msg["id"])
                 if q is not None:
                     q.put(msg)
+                elif msg.get("op") == "forked":
+                    _killpg(int(msg["pid"]))  # its probe gave up waiting for it
         self.dead = True
         for q in list(self._waiting.values()):
             q.put({"op": "gone"})
@@ -239,7 +241,11 @@ class ProbeServer:
         self._waiting[req_id] = q
         try:
             self._send({**request, "op": "fork", "id": req_id})
-            msg = q.get()
+            try:
+                msg = q.get(timeout=timeout)
+            except queue.Empty:
+                self.dead = True  # stuck (in an import?): no more forks from it
+                raise ServerGone("probe server did not start the probe in time") from None
             if msg.get("op") != "forked":
                 raise ServerGone("probe server died before the probe started")
             pid = int(msg["pid"])
