@@ -247,7 +247,7 @@ class ProbeServer:
                 self.dead = True  # stuck (in an import?): no more forks from it
                 raise ServerGone("probe server did not start the probe in time") from None
             if msg.get("op") != "forked":
-                raise ServerGone("probe server died before the probe started")
+                raise ServerGone(f"probe server died before the probe started: {self.why()}")
             pid = int(msg["pid"])
             on_pid(pid)
             try:
@@ -258,7 +258,7 @@ class ProbeServer:
                 msg, timed_out = q.get(), True
             if msg.get("op") != "exit":
                 _killpg(pid)
-                raise ServerGone("probe server died during the probe")
+                raise ServerGone(f"probe server died during the probe: {self.why()}")
             return int(msg["rc"]), timed_out
         finally:
             self._waiting.pop(req_id, None)
@@ -277,8 +277,15 @@ class ProbeServer:
             _killpg(self.proc.pid)
             self.proc.wait()
         self._log.close()
-        if self.proc.returncode == 0:  # kept when the server died: its stderr says why
-            Path(self._log.name).unlink(missing_ok=True)
+        Path(self._log.name).unlink(missing_ok=True)
+
+    def why(self) -> str:
+        """The last line the server wrote to stderr (why it died), or its exit status."""
+        try:
+            lines = [ln.strip() for ln in Path(self._log.name).read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        return lines[-1][:300] if lines else f"exit {self.proc.poll()}"
 
 
 def _killpg(pid: int) -> None:

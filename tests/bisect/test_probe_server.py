@@ -166,3 +166,19 @@ def test_scan_finds_third_party_imports_through_the_checkout(tmp_path: Path) -> 
     deps = scan_deps([tmp_path], ["tests/test_a.py"], tmp_path)
     assert {"numpy", "safetensors.torch", "torch", "yaml"} <= set(deps)
     assert not {"json", "lazy_only", "pkg", "pkg.sub"} & set(deps)
+
+
+def test_timeout_in_a_forked_child_kills_it(tmp_path: Path, site: Path) -> None:
+    b = RepoBuilder(tmp_path / "repo")
+    b.commit({"tests/test_slow.py": "import os\nimport time\nfrom pathlib import Path\n\n\ndef test_slow():\n"
+              "    Path(os.environ['SEEN_DIR'], 'pid').write_text(str(os.getpid()))\n    time.sleep(60)\n"})
+    with WorktreePool(open_repo(b.root), 1, tmp_path / "cache") as pool:
+        runner = ProbeRunner(ProbeConfig(fork=True, timeout_s=3), tmp_path / "cache")
+        try:
+            result, got = _probe(runner, pool.trees[0], b.shas[0], "tests/test_slow.py::test_slow")
+        finally:
+            runner.close()
+    assert result.path == "fork" and got == [(FAIL, "timeout")]
+    pid = int((Path(os.environ["SEEN_DIR"]) / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
