@@ -7,6 +7,9 @@ collected at that commit: a test that does not exist cannot fail), ``fail`` (fai
 start). Node ids are relative to the repository root, or to the subfolder the bisect was pointed at
 (`--rootdir` is that folder, whatever ini file the target has). Probes run with the worktree first on PYTHONPATH, bytecode writing off (a checkout can keep a
 file's size and mtime second, which would let a stale .pyc win) and xdist off.
+
+A bisect's probes fork from a probe server where that is safe (`servers`), else start a fresh interpreter;
+either way with the same arguments, environment (`env_for`) and plugin.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ class ProbeConfig:
     metric: str | None = None
     install: str | None = None
     install_for: InstallFor | None = None  # asked at the probe folder, then at the worktree root
-    gpus: list[str] = field(default_factory=list)  # device slots, one per worker: its CUDA_VISIBLE_DEVICES
+    gpus: list[str] = field(default_factory=list)
     python: str = sys.executable
     pytest_command: list[str] | None = None  # default: `<python> -m pytest` (the worktree venv's python)
     subdir: str = ""  # where pytest runs, relative to the repository root (node ids are relative to it)
@@ -191,7 +194,7 @@ class ProbeRunner:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.pop("HARNESS_DB_URL", None)  # probes must not record themselves as runs
         if self.config.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[tree.index % len(self.config.gpus)]  # one slot per worker
+            env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[tree.index % len(self.config.gpus)]
         venv = tree.data.get("venv")
         if venv:
             env["VIRTUAL_ENV"] = str(venv)

@@ -64,3 +64,19 @@ def test_empty_device_slot_is_bad_input(tmp_path: Path) -> None:
     b = _repo(tmp_path / "repo")
     with pytest.raises(BisectError, match="empty device slot"):
         run_bisect(BisectRequest(repo=b.root, good=b.shas[0], bad=b.shas[-1], tests=[TEST], devices=["0", " "]))
+
+
+def test_glue_passes_harness_gpu_inventory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform's slots are what its NVML inventory counts (`gpu_info`), named as CUDA_VISIBLE_DEVICES
+    names them: none on a GPU-less machine whatever the variable says."""
+    from harness.run import metadata
+    from harness.triage.bisect_glue import probe_devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")
+    monkeypatch.setattr(metadata, "gpu_info", lambda: metadata.GpuInfo(2, "fake", "12.0"))
+    assert probe_devices() == ["4", "6"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert probe_devices() == ["0", "1"]
+    monkeypatch.undo()
+    if metadata.gpu_info().count == 0:
+        assert probe_devices() == []
