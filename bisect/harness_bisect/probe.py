@@ -159,7 +159,9 @@ class ProbeRunner:
         """Start pytest for one probe, forked from a probe server where possible; (rc, timed_out, path)."""
         base, env = self.base(tree), self.env_for(tree)
         python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
-        if self.servers is not None:
+        # A target with an install runs in the shared install environment, whose PYTHONPATH points the
+        # installed package at this probe's worktree (envs.py): a fresh interpreter, never a fork.
+        if self.servers is not None and not tree.data.get("venv"):
             server, why = self.servers.server_for(python, self._server_env(tree), tree.repo, commit,
                                                   [base, tree.path], base, files)
             if server is not None:
