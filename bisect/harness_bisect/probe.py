@@ -29,7 +29,7 @@ from pathlib import Path
 from harness_bisect.cost import phases_of, read_marks
 from harness_bisect.envs import SharedEnvs
 from harness_bisect.forkserver import REFUSED
-from harness_bisect.procs import _run, _run_forked, _track, _untrack, allow_probes, kill_live
+from harness_bisect.procs import _run, _run_forked, _tail, _track, _untrack, allow_probes, kill_live
 from harness_bisect.servers import (
     ServerGone,
     ServerPool,
@@ -105,15 +105,6 @@ def plugin_dir(cache: Path) -> Path:
         tmp.write_bytes(source)
         tmp.replace(target)
     return folder
-
-
-def _tail(path: Path, limit: int = 300) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no output"
-    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
-    return (errors[0] if errors else (lines[-1] if lines else "no output"))[:limit]
 
 
 class ProbeRunner:

@@ -100,3 +100,13 @@ def _run_forked(server: ProbeServer, request: dict, tree: Worktree, timeout: flo
         if child:
             _untrack(child[0])
             tree.note_probe(None)
+
+
+def _tail(path: Path, limit: int = 300) -> str:
+    """The line of a probe's or an install's log that says what went wrong: its first error line, else its last."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
+    return (errors[0] if errors else (lines[-1] if lines else "no output"))[:limit]
