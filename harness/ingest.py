@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from harness.bundle import Record, RunEnd
 from harness.errors import HarnessError
 from harness.signature import exception_type, model_of_nodeid, signature, skip_category, tail
+from harness.store import lifecycle
 from harness.store.db import Store, StoreError, first_line, redact
 from harness.store.fastpath import FastWriter, PreparedBatch, connect
 from harness.store.validate import LineError, RejectLog, check, looks_like_bundle, read_lines
@@ -43,19 +44,22 @@ class IngestReport:
     rejected: int = 0
     rejected_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. a rejected-lines file that could not be written
+    abandoned: list[str] = field(default_factory=list)  # running runs with no heartbeat, now `abandoned`
 
     def summary(self) -> str:
         """One line: "N stored, M rejected (see FILE)" and what was new."""
         see = f" (see {', '.join(self.rejected_files)})" if self.rejected_files else ""
         return (f"ingested {self.files} file(s): {self.records} stored, {self.rejected} rejected{see}; "
                 f"{self.added.runs} new runs, {self.added.results} new results, "
-                f"{self.added.benchmarks} new benchmarks")
+                f"{self.added.benchmarks} new benchmarks"
+                + (f"; marked {len(self.abandoned)} run(s) abandoned (no heartbeat): {', '.join(self.abandoned)}"
+                   if self.abandoned else ""))
 
     def to_json(self) -> dict:
         return {"files": self.files, "records": self.records, "stored": self.records, "rejected": self.rejected,
                 "rejected_files": self.rejected_files, "notes": self.notes,
                 "added": {"runs": self.added.runs, "results": self.added.results,
-                          "benchmarks": self.added.benchmarks}}
+                          "benchmarks": self.added.benchmarks}, "abandoned": self.abandoned}
 
 
 def _junit_nodeid(case: ET.Element) -> str:
@@ -205,6 +209,7 @@ def ingest(paths: list[str], db_url: str | None, batch_size: int = BATCH_SIZE) -
         if fast is not None:
             fast.sync()
             report.added.results, report.added.runs = fast.results_added, fast.runs_added
+        report.abandoned = lifecycle.mark_abandoned(store)  # the next writer ends runs whose process died
     except DB_ERRORS as exc:
         raise StoreError(f"writing to {redact(store.config.url)} failed: {first_line(exc)} (batches already "
                          "written are whole; run the same ingest again to complete it)") from None

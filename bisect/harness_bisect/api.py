@@ -3,9 +3,11 @@ and `probe_at`, one batched rerun of tests at one commit.
 
 The engine imports nothing of the platform: the caller gives a repository, a range, the tests, how to
 probe (pytest command, environment, install command) and a `ResultSink`, and gets a `BisectResult`.
-Order of work: validate everything (one-line BisectError, nothing written), make the worktree pool,
-verify the endpoints (flake-aware, or perf sampling), run the k-ary search, describe the culprits,
-hand them to the sink. Worktrees are removed on the way out, also on SIGINT/SIGTERM; after a SIGKILL the next
+Order of work: validate everything (one-line BisectError, nothing written), make the worktree pool (made
+once; each probe moves a worktree to its commit) and start the probe server (`servers`: the tests'
+third-party imports loaded once, a forked child per probe), verify the endpoints (flake-aware, or perf
+sampling), run the k-ary search, describe the culprits, hand them to the sink with the `cost` of the
+search (`cost`: where the wall time went, per phase and along each round's slowest probe). Worktrees are removed on the way out, also on SIGINT/SIGTERM; after a SIGKILL the next
 bisect of the same repository removes them.
 """
 
@@ -15,7 +17,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +41,6 @@ from harness_bisect.probe import (
     ProbeResult,
     ProbeRunner,
     allow_probes,
-    detect_gpus,
     kill_live,
 )
 from harness_bisect.report import BisectResult, CulpritReport, ResultSink
@@ -68,8 +69,12 @@ class BisectRequest:
     install_for: InstallFor | None = None  # per checkout: the target's install command, or None
     pytest_command: list[str] | None = None  # how a probe starts pytest (default: `python -m pytest`)
     cache_dir: str | Path | None = None
-    gpus: list[str] | None = field(default=None)
+    # Device slots from the caller's inventory (e.g. ["0", "1"], or "0,1" for a two-GPU probe; list a GPU
+    # twice to run two probes on it): one probe per slot at a time (workers are capped at the slot count),
+    # each with that slot as CUDA_VISIBLE_DEVICES. None or empty: probes keep the caller's environment.
+    devices: Sequence[str] | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every probe
+    fork: bool = True  # fork probes from a probe server (see `servers`); HARNESS_BISECT_FORK=0 also turns it off
 
 
 def _validate(req: BisectRequest) -> list[str]:
@@ -78,6 +83,8 @@ def _validate(req: BisectRequest) -> list[str]:
         raise BisectError("no tests to bisect: pass --tests NODEID (repeatable) or --run ID")
     if req.workers < 1:
         raise BisectError(f"--workers must be at least 1, got {req.workers}")
+    if req.devices is not None and any(not str(d).strip() for d in req.devices):
+        raise BisectError("empty device slot in devices: give a CUDA_VISIBLE_DEVICES value per slot")
     if req.retries < 1:
         raise BisectError(f"--retries must be at least 1, got {req.retries}")
     if req.perf_metric is not None:
@@ -188,12 +195,15 @@ def execute(plan: Plan, progress: Progress | None = None, sink: ResultSink | Non
     config = ProbeConfig(timeout_s=req.probe_timeout_s, metric=None if req.perf_metric in (None, "duration")
                          else req.perf_metric, install=req.install, install_for=req.install_for,
                          pytest_command=req.pytest_command, subdir=plan.subdir,
-                         gpus=req.gpus if req.gpus is not None else detect_gpus(), env=dict(req.env))
+                         gpus=[str(d).strip() for d in req.devices or []], env=dict(req.env), fork=req.fork)
+    workers = min(req.workers, len(config.gpus)) if config.gpus else req.workers
     result = BisectResult(good=positions[0], bad=positions[-1], commits_in_range=len(positions) - 1,
-                          workers=req.workers, method="perf" if req.perf_metric else "bisect")
-    with _interruptible(), WorktreePool(plan.repo, req.workers, cache, start=positions[-1]) as pool:
+                          workers=workers, method="perf" if req.perf_metric else "bisect")
+    with _interruptible(), WorktreePool(plan.repo, workers, cache, start=positions[-1]) as pool:
         executor = Executor(pool, ProbeRunner(config, cache), progress)
         try:
+            if plan.repo.working_tree_dir:
+                executor.runner.prestart(pool.trees[0], positions[-1], plan.tests, Path(plan.repo.working_tree_dir))
             scheduler, oracle = _verify_and_plan(executor, req, positions, plan.tests, result)
             _search(executor, scheduler, oracle, positions)
         except BaseException:
@@ -203,6 +213,7 @@ def execute(plan: Plan, progress: Progress | None = None, sink: ResultSink | Non
             executor.close()
     _describe(plan.repo, result, scheduler, positions)
     result.probes, result.rounds = executor.invocations, executor.rounds
+    result.cost = executor.cost.to_json()
     result.wall_s = time.perf_counter() - started
     if sink is not None:
         sink.record(result)
@@ -216,14 +227,14 @@ def run_bisect(req: BisectRequest, progress: Progress | None = None, sink: Resul
 
 def probe_at(repo: str | Path, commit: str, tests: list[str], repeat: int, *, env: dict[str, str] | None = None,
              install_for: InstallFor | None = None, cache_dir: str | Path | None = None,
-             gpus: list[str] | None = None) -> ProbeResult:
+             devices: Sequence[str] | None = None) -> ProbeResult:
     """Run `tests` `repeat` times each at `commit` of `repo`, in one pytest process in a cache worktree (the
-    user's checkout is untouched), on one GPU at most."""
+    user's checkout is untouched), on the first of `devices` (the caller's inventory), if any."""
     git_repo = open_repo(repo)
     sha = resolve(git_repo, commit)
     cache = cache_root(cache_dir)
     with WorktreePool(git_repo, 1, cache, start=sha) as pool:
-        config = ProbeConfig(gpus=(gpus if gpus is not None else detect_gpus())[:1], install_for=install_for,
+        config = ProbeConfig(gpus=[str(d) for d in devices or []][:1], install_for=install_for,
                              subdir=subdir_of(git_repo, repo), env=dict(env or {}))
         return ProbeRunner(config, cache).run(pool.trees[0], sha, tests, repeat=repeat)
 
@@ -235,7 +246,7 @@ def _verify_and_plan(executor: Executor, req: BisectRequest, positions: list[str
         oracle: FailOracle | PerfOracle = PerfOracle(req.perf_metric, req.threshold, n, req.samples)  # type: ignore[arg-type]
         regressed, steady = _verify_perf(executor, oracle, positions, tests)
         result.not_reproduced = steady
-        return Scheduler(regressed, n, req.workers), oracle
+        return Scheduler(regressed, n, result.workers), oracle
     check = verify_endpoints(executor, positions[0], positions[-1], n, tests, req.retries)
     refuse_not_run(check.did_not_run, positions[-1])
     if check.fails_at_good:
@@ -244,7 +255,7 @@ def _verify_and_plan(executor: Executor, req: BisectRequest, positions: list[str
                           "the breakage predates it; pass an older --good")
     result.flaky = list(check.flaky)
     result.not_reproduced = check.not_reproduced
-    return Scheduler(check.candidates, n, req.workers), FailOracle(check.collect_fails)
+    return Scheduler(check.candidates, n, result.workers), FailOracle(check.collect_fails)
 
 
 def _describe(repo: git.Repo, result: BisectResult, scheduler: Scheduler, positions: list[str]) -> None:

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness_bisect.procs import _tail
+
 KEEP = 4
 DEPENDENCY_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "requirements*.txt", "harness.toml")
 
@@ -206,11 +208,3 @@ def _prune(folder: Path, keep: int) -> None:
                 continue  # in use by another bisect
             shutil.rmtree(old, ignore_errors=True)
 
-
-def _tail(path: Path, limit: int = 300) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no output"
-    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
-    return (errors[0] if errors else (lines[-1] if lines else "no output"))[:limit]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from harness_bisect.cost import CostLog
 from harness_bisect.probe import ProbeResult, ProbeRunner
 from harness_bisect.worktrees import Worktree, WorktreePool
 
@@ -39,6 +41,7 @@ class Executor:
         self.invocations = 0
         self.rounds = 0
         self.probe_wall_s = 0.0
+        self.cost = CostLog()
         self._lock = threading.Lock()
 
     def _one(self, req: ProbeRequest) -> ProbeResult:
@@ -50,6 +53,7 @@ class Executor:
         with self._lock:
             self.invocations += int(result.invoked)
             self.probe_wall_s += result.wall_s
+            self.cost.add(result.wall_s, result.phases, result.path)
         if self.progress:
             note = f" skip: {result.skip_reason}" if result.skip_reason else ""
             self.progress(f"  probe #{req.position} {req.commit[:10]} x{req.repeat} "
@@ -61,13 +65,17 @@ class Executor:
         if not requests:
             return {}
         self.rounds += 1
+        self.cost.new_round()
         if self.progress:
             self.progress(f"round {self.rounds}: {len(requests)} probe(s)")
+        started = time.perf_counter()
         futures = {req: self.threads.submit(self._one, req) for req in requests}
         pending = set(futures.values())
         while pending:  # short waits: the kernel may hand SIGTERM to a worker thread, and the main
             _, pending = wait(pending, timeout=0.2)  # thread must wake up to run the handler
+        self.cost.end_round(time.perf_counter() - started)
         return {req: fut.result() for req, fut in futures.items()}
 
     def close(self) -> None:
         self.threads.shutdown(wait=True, cancel_futures=True)
+        self.runner.close()

@@ -7,6 +7,9 @@ collected at that commit: a test that does not exist cannot fail), ``fail`` (fai
 start). Node ids are relative to the repository root, or to the subfolder the bisect was pointed at
 (`--rootdir` is that folder, whatever ini file the target has). Probes run with the worktree first on PYTHONPATH, bytecode writing off (a checkout can keep a
 file's size and mtime second, which would let a stale .pyc win) and xdist off.
+
+A bisect's probes fork from a probe server where that is safe (`servers`), else start a fresh interpreter;
+either way with the same arguments, environment (`env_for`) and plugin.
 """
 
 from __future__ import annotations
@@ -15,10 +18,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import signal
-import site
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,17 +26,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness_bisect.cost import phases_of, read_marks
 from harness_bisect.envs import SharedEnvs
-from harness_bisect.worktrees import Worktree, venv_path
+from harness_bisect.forkserver import REFUSED
+from harness_bisect.procs import _run, _run_forked, _tail, _track, _untrack, allow_probes, kill_live
+from harness_bisect.servers import (
+    ServerGone,
+    ServerPool,
+    fork_supported,
+    fork_wanted,
+    local_names,
+)
+from harness_bisect.worktrees import Worktree
+
+__all__ = ["FAIL", "PASS", "SKIP", "Attempt", "ProbeConfig", "ProbeResult", "ProbeRunner", "allow_probes", "kill_live",
+           "parse_events"]
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 PASSING = ("passed", "skipped", "xfail", "absent", "deselected")
 RAN = ("passed", "failed", "error", "crashed", "timeout", "xpass")  # outcomes of a test that really ran
 PLUGIN_MODULE = "_harness_bisect_probe"
-
-_LIVE: set[subprocess.Popen] = set()
-_LIVE_LOCK = threading.Lock()
-_STOPPING = threading.Event()  # set by kill_live: a probe that starts afterwards is killed at once
 
 
 @dataclass
@@ -60,6 +68,9 @@ class ProbeResult:
     invoked: bool = False
     skip_reason: str | None = None
     wall_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (see `cost`)
+    path: str = "none"  # how pytest started: "fresh" (a new interpreter), "fork" (probe server), "none"
+    deps: list[str] = field(default_factory=list)  # top-level modules from outside the checkout it imported
 
 
 InstallFor = Callable[[Path], "str | None"]  # a checkout folder -> its install command, or None
@@ -80,20 +91,7 @@ class ProbeConfig:
     pytest_command: list[str] | None = None  # default: `<python> -m pytest` (the worktree venv's python)
     subdir: str = ""  # where pytest runs, relative to the repository root (node ids are relative to it)
     env: dict[str, str] = field(default_factory=dict)  # the suites' environment (e.g. RUN_SLOW=1)
-
-
-def detect_gpus() -> list[str]:
-    """GPU ids to give one per worker: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`, else none."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(ln for ln in out.splitlines() if ln.startswith("GPU "))]
+    fork: bool = False  # fork probes from a probe server (`servers`) where it is safe
 
 
 def plugin_dir(cache: Path) -> Path:
@@ -109,59 +107,6 @@ def plugin_dir(cache: Path) -> Path:
     return folder
 
 
-def kill_live() -> None:
-    """Kill every probe process still running, and any that a worker thread starts from now on (used when
-    the bisect is interrupted: a thread may be between deciding to probe and registering its process)."""
-    with _LIVE_LOCK:
-        _STOPPING.set()
-        procs = list(_LIVE)
-    for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def allow_probes() -> None:
-    """Clear the stop left by an earlier interrupted bisect in this process."""
-    _STOPPING.clear()
-
-
-def _tail(path: Path, limit: int = 300) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no output"
-    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
-    return (errors[0] if errors else (lines[-1] if lines else "no output"))[:limit]
-
-
-def _run(cmd: list[str] | str, tree: Worktree, env: dict[str, str], log: Path, timeout: float,
-         cwd: Path) -> tuple[int, bool]:
-    """Run in `cwd` inside `tree`, in its own process group (noted in the owner file), output to `log`;
-    (returncode, timed_out)."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, shell=isinstance(cmd, str))
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
-            if _STOPPING.is_set():  # kill_live ran before this process was registered
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        tree.note_probe(proc.pid)
-        try:
-            return proc.wait(timeout=timeout), False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            return proc.wait(), True
-        finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
-            tree.note_probe(None)
-
-
 class ProbeRunner:
     """Runs probes in worktrees; thread-safe as long as each worktree is used by one thread at a time."""
 
@@ -171,6 +116,64 @@ class ProbeRunner:
         self.xdist = importlib.util.find_spec("xdist") is not None
         self.envs = SharedEnvs(cache)  # one install per dependency key, shared by the worktrees (envs.py)
         self.progress = None  # set by the Executor: install lines go to the bisect's progress
+        self.servers: ServerPool | None = None
+        if config.fork and fork_wanted(config.env) and fork_supported() and not config.pytest_command:
+            self.servers = ServerPool(self.plugin_dir, config.subdir, on_start=_track, on_stop=_untrack)
+
+    def _server_env(self, tree: Worktree) -> dict[str, str]:
+        """A probe's environment without what is the probe's own: its worktree on PYTHONPATH, its device."""
+        env = self.env_for(tree)
+        user_path = self.config.env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))
+        env.pop("PYTHONPATH", None) if not user_path else env.update(PYTHONPATH=user_path)
+        if self.config.gpus:
+            env.pop("CUDA_VISIBLE_DEVICES", None)  # each child gets its own
+        return env
+
+    def prestart(self, tree: Worktree, commit: str, tests: list[str], checkout: Path) -> None:
+        """Start the probe server for `commit` while the first worktrees check out, preloading what the
+        tests import in the caller's `checkout` (only a guess of what to import: never code that runs)."""
+        base = checkout / self.config.subdir if self.config.subdir else checkout
+        find = self.config.install_for
+        if self.servers is None or self.config.install or (find and (find(base) or find(checkout))):
+            return  # an installing target's interpreter is the worktree's venv, made at its first probe
+        files = sorted({t.split("::", 1)[0] for t in tests})
+        self.servers.server_for(self.config.python, self._server_env(tree), tree.repo, commit, [base, checkout],
+                                base, files)
+
+    def close(self) -> None:
+        """Stop the probe servers (and any probe still running on them)."""
+        if self.servers is not None:
+            self.servers.close()
+
+    def _launch(self, tree: Worktree, commit: str, files: list[str], select: Path, out: Path, repeat: int,
+                log: Path) -> tuple[int, bool, str]:
+        """Start pytest for one probe, forked from a probe server where possible; (rc, timed_out, path)."""
+        base, env = self.base(tree), self.env_for(tree)
+        python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
+        # A target with an install runs in the shared install environment, whose PYTHONPATH points the
+        # installed package at this probe's worktree (envs.py): a fresh interpreter, never a fork.
+        if self.servers is not None and not tree.data.get("venv"):
+            server, why = self.servers.server_for(python, self._server_env(tree), tree.repo, commit,
+                                                  [base, tree.path], base, files)
+            if server is not None:
+                request = {"args": self.pytest_args(files, select, out, repeat, tree), "cwd": str(base),
+                           "env": env, "log": str(log), "events": str(out), "roots": [str(tree.path)],
+                           "local": sorted(local_names(base, tree.path))}
+                try:
+                    rc, timed_out = _run_forked(server, request, tree, self.config.timeout_s)
+                    if rc != REFUSED or '"fork_refused"' not in out.read_text(errors="replace"):
+                        return rc, timed_out, "fork"
+                    server.refused = True
+                    why = "a module of the checkout was loaded in the probe server"
+                except ServerGone as exc:
+                    why = str(exc)
+                self.servers.disable(python)
+                out.write_text("")  # the refused child's events are not this probe's
+            with open(log, "a") as fh:
+                fh.write(f"[harness bisect] fresh interpreter: {why}\n")
+        rc, timed_out = _run(self.command(files, select, out, repeat, tree), tree, env, log, self.config.timeout_s,
+                             base)
+        return rc, timed_out, "fresh"
 
     def base(self, tree: Worktree) -> Path:
         """The folder pytest runs in (and node ids are relative to): the worktree, or a subfolder of it."""
@@ -188,27 +191,12 @@ class ProbeRunner:
             env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[tree.index % len(self.config.gpus)]
         return self.envs.apply(tree, env)  # the shared install environment, if any (envs.py)
 
-    def _ensure_venv(self, tree: Worktree) -> Path:
-        """A private venv for this worktree that sees the harness interpreter's packages after its own."""
-        venv = venv_path(tree.path)
-        if not (venv / "bin" / "python").exists():
-            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                           capture_output=True)
-            sites = sorted((venv / "lib").glob("python*/site-packages"))
-            parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
-            sites[0].joinpath("_harness_parent.pth").write_text(
-                "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in parents) + "\n")
-            shim = venv / "bin" / "pip"
-            shim.write_text(f'#!/bin/sh\nexec "{venv / "bin" / "python"}" -m pip "$@"\n')
-            shim.chmod(0o755)
-        tree.data["venv"] = venv
-        return venv
-
-    def _prepare(self, tree: Worktree, commit: str, log: Path) -> str | None:
+    def _prepare(self, tree: Worktree, commit: str, log: Path, marks: dict[str, float]) -> str | None:
         """Check out and install `commit`; the reason it cannot run, or None."""
         if tree.current == commit and tree.installed in (commit, "none"):
             return None
         tree.checkout(commit)
+        marks["checkout"] = time.time()
         tree.installed = None
         find = self.config.install_for
         cmd = self.config.install or (find and (find(self.base(tree)) or find(tree.path)))
@@ -226,11 +214,16 @@ class ProbeRunner:
 
     def command(self, files: list[str], select: Path, out: Path, repeat: int, tree: Worktree) -> list[str]:
         python = str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv") else self.config.python
-        cmd = [*(self.config.pytest_command or [python, "-m", "pytest"]), "-p", PLUGIN_MODULE, "-p", "no:harness", "-p", "no:cacheprovider",
+        return [*(self.config.pytest_command or [python, "-m", "pytest"]), *self.pytest_args(files, select, out, repeat, tree)]
+
+    def pytest_args(self, files: list[str], select: Path, out: Path, repeat: int, tree: Worktree) -> list[str]:
+        """pytest's arguments for one probe (after `python -m pytest`)."""
+        cmd = ["-p", PLUGIN_MODULE, "-p", "no:harness", "-p", "no:cacheprovider",
                # `--opt=value`: pytest looks for the ini file before plugin options exist, and would take
                # a separate value (a path outside the worktree) as a test path, losing the target's ini.
                f"--hb-select={select}", f"--hb-out={out}", f"--hb-repeat={repeat}",
-               "--continue-on-collection-errors", "-q", "--no-header", "-rN", f"--rootdir={self.base(tree)}"]
+               "--continue-on-collection-errors", "-q", "--no-header", "-rN", f"--rootdir={self.base(tree)}",
+               f"--hb-tree={tree.path}"]
         if self.config.metric:
             cmd += [f"--hb-metric={self.config.metric}"]
         if self.xdist and not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
@@ -241,13 +234,18 @@ class ProbeRunner:
         """Probe `tests` at `commit` in `tree`, each `repeat` times in one pytest process."""
         started = time.perf_counter()
         result = ProbeResult(commit=commit)
+        marks: dict = {"start": time.time()}
         with tempfile.TemporaryDirectory(prefix=tree.path.name + ".probe-", dir=tree.scratch()) as tmp:
             log = Path(tmp) / "log.txt"
-            reason = self._prepare(tree, commit, log)
+            reason = self._prepare(tree, commit, log, marks)
+            marks.setdefault("checkout", marks["start"])
+            marks["install"] = time.time()
             if reason is not None:
                 result.skip_reason = reason
                 result.attempts = {t: [Attempt(SKIP, "not_run", message=reason)] * repeat for t in tests}
                 result.wall_s = time.perf_counter() - started
+                marks["end"] = time.time()
+                result.phases = phases_of(marks)
                 return result
             base = self.base(tree)
             present = {t for t in tests if base.is_dir() and (base / t.split("::", 1)[0]).exists()}
@@ -258,9 +256,16 @@ class ProbeRunner:
             if files:
                 select, out = Path(tmp) / "select.json", Path(tmp) / "events.jsonl"
                 select.write_text(json.dumps(sorted(present)))
-                rc, timed_out = _run(self.command(files, select, out, repeat, tree), tree,
-                                     self.env_for(tree), log, self.config.timeout_s, base)
+                marks["launch"] = time.time()
+                rc, timed_out, result.path = self._launch(tree, commit, files, select, out, repeat, log)
+                marks["exit"] = time.time()
                 result.invoked = True
+                plugin_marks = read_marks(out)
+                result.deps = plugin_marks.pop("deps", [])
+                marks.update(plugin_marks)
+                if self.servers is not None and result.deps:
+                    self.servers.learn(str(tree.data["venv"] / "bin" / "python") if tree.data.get("venv")
+                                       else self.config.python, result.deps)
                 parsed = parse_events(out, sorted(present), repeat, timed_out)
                 if parsed is None:
                     result.skip_reason = f"pytest could not run (exit {rc}): {_tail(log)}"
@@ -268,6 +273,8 @@ class ProbeRunner:
                               for t in present}
                 result.attempts.update(parsed)
         result.wall_s = time.perf_counter() - started
+        marks["end"] = time.time()
+        result.phases = phases_of(marks)
         return result
 
 

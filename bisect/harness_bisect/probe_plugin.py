@@ -13,18 +13,91 @@ Events, one JSON object per line, flushed as written: ``collect_error`` (nodeid,
 ``collected`` (nodeids), ``deselected`` (nodeids: selected ids the target's own options or hooks
 deselected), ``start`` (nodeid, attempt), ``result`` (nodeid, attempt, outcome, duration_s,
 message, metric) and ``done`` (exitstatus). A ``start`` without its ``result`` means the process died.
+
+Where the probe's time goes, for the bisect's `cost`: ``phase`` events (name, t = wall-clock seconds):
+``plugin_import`` (this module imported), ``sessionstart``, ``collect_start``, ``collect_finish``
+(with ``imports_s``: seconds in import statements from plugin import to the end of collection,
+``dep_imports_s``: the part spent importing modules from outside the checkout, and ``deps``: the
+top-level names of those modules, which a probe server may preload) and ``done`` (with ``setup_s``,
+``call_s``, ``teardown_s``: the tests' phases summed).
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
+import sys
+import time
 from typing import Any
 
 import pytest
 from _pytest.runner import runtestprotocol
 
 FAILING = ("failed", "error", "crashed", "timeout", "xpass")
+IMPORTED_AT = time.time()
+
+
+class ImportClock:
+    """Times import statements (outermost only) and those of modules from outside the checkout, whose
+    top-level names are not in `local` (the checkout's own top-level modules and packages)."""
+
+    def __init__(self) -> None:
+        self.local: set[str] = set()
+        self.total = self.deps = 0.0
+        self.names: set[str] = set()
+        self.depth = 0
+        self.in_dep = False
+        self.orig = builtins.__import__
+
+    def start(self) -> None:
+        builtins.__import__ = self.hook
+
+    def stop(self) -> None:
+        if builtins.__import__ is self.hook:
+            builtins.__import__ = self.orig
+
+    def hook(self, name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+        if level or self.in_dep or name in sys.modules:
+            return self.orig(name, globals, locals, fromlist, level)
+        top = name.partition(".")[0]
+        dep = top not in self.local
+        started = time.perf_counter()
+        self.depth += 1
+        self.in_dep = dep
+        try:
+            return self.orig(name, globals, locals, fromlist, level)
+        finally:
+            spent = time.perf_counter() - started
+            self.depth -= 1
+            if dep:
+                self.in_dep = False
+                self.deps += spent
+                if top in sys.modules:
+                    self.names.add(top)
+            if self.depth == 0:
+                self.total += spent
+
+
+def local_names(*folders: str) -> set[str]:
+    """Top-level module and package names a checkout folder provides."""
+    names: set[str] = set()
+    for folder in folders:
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.endswith(".py"):
+                names.add(entry[:-3])
+            elif entry.isidentifier() and os.path.isdir(os.path.join(folder, entry)):
+                names.add(entry)
+    return names
+
+
+CLOCK = ImportClock()
+CLOCK.local = local_names(os.getcwd())
+CLOCK.start()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,6 +106,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hb-out", default=None)
     group.addoption("--hb-repeat", type=int, default=1)
     group.addoption("--hb-metric", default=None)
+    group.addoption("--hb-tree", default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,6 +181,26 @@ class ProbeLog:
         self.metric = config.getoption("hb_metric")
         self.names: dict[pytest.Item, str] = {}
         self.fh = open(config.getoption("hb_out"), "a", encoding="utf-8")  # noqa: SIM115
+        self.sums = {"setup": 0.0, "call": 0.0, "teardown": 0.0}
+        tree = config.getoption("hb_tree")
+        CLOCK.local |= local_names(str(config.rootpath), *([tree] if tree else []))
+        self.phase("plugin_import", IMPORTED_AT)
+
+    def phase(self, name: str, t: float | None = None, **extra: Any) -> None:
+        self.emit(kind="phase", name=name, t=time.time() if t is None else t, **extra)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.phase("sessionstart")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> None:
+        self.phase("collect_start", imports_s=round(CLOCK.total, 6), dep_imports_s=round(CLOCK.deps, 6))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        CLOCK.stop()
+        self.phase("collect_finish", imports_s=round(CLOCK.total, 6), dep_imports_s=round(CLOCK.deps, 6),
+                   deps=sorted(CLOCK.names))
 
     def emit(self, **event: Any) -> None:
         self.fh.write(json.dumps(event, default=str) + "\n")
@@ -156,6 +250,8 @@ class ProbeLog:
             reports = runtestprotocol(item, nextitem=nextitem if last else item.parent, log=False)  # type: ignore[arg-type]
             for rep in reports:
                 item.ihook.pytest_runtest_logreport(report=rep)
+                if rep.when in self.sums:
+                    self.sums[rep.when] += float(rep.duration)
             outcome, message, duration = outcome_of(reports)
             props = [p for rep in reports for p in rep.user_properties]
             self.emit(kind="result", nodeid=name, attempt=attempt, outcome=outcome,
@@ -166,5 +262,7 @@ class ProbeLog:
         return True
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        self.emit(kind="done", exitstatus=int(exitstatus))
+        CLOCK.stop()
+        self.emit(kind="done", exitstatus=int(exitstatus), t=time.time(),
+                  **{f"{k}_s": round(v, 6) for k, v in self.sums.items()})
         self.fh.close()

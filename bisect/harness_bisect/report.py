@@ -37,10 +37,11 @@ class BisectResult:
     method: str = "bisect"
     workers: int = 1
     wall_s: float = 0.0
+    cost: dict[str, Any] | None = None  # where the wall time went (`cost.CostLog.to_json`)
 
     def to_json(self) -> dict[str, Any]:
-        """The DESIGN.md object (plus `range` per culprit, `method`, `workers` and `wall_s`)."""
-        return {
+        """The DESIGN.md object (plus `range` per culprit, `method`, `workers`, `wall_s` and `cost`)."""
+        out = {
             "good": self.good, "bad": self.bad, "commits_in_range": self.commits_in_range,
             "probes": self.probes, "rounds": self.rounds,
             "culprits": [asdict(c) for c in self.culprits],
@@ -49,6 +50,9 @@ class BisectResult:
             "skipped_commits": list(self.skipped_commits),
             "method": self.method, "workers": self.workers, "wall_s": round(self.wall_s, 3),
         }
+        if self.cost is not None:
+            out["cost"] = self.cost
+        return out
 
     def to_text(self) -> str:
         lines = [f"bisected {self.good[:12]}..{self.bad[:12]}: {self.commits_in_range} commits, "

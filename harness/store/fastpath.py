@@ -50,6 +50,10 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def _naive_utc_now(now: datetime | None) -> datetime:
+    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
+
+
 def _naive_utc(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -300,6 +304,23 @@ class FastWriter:
         cur.copy_expert(f"COPY harness_results_in ({cols}) FROM STDIN", io.StringIO(text))
         cur.execute(f"INSERT INTO test_results ({cols}) SELECT {cols} FROM harness_results_in" + conflict)
         self.results_added += max(cur.rowcount, 0)
+
+    def beat(self, now: datetime | None = None) -> int:
+        """Heartbeat of the `running` runs this writer has written (a live writer's runs are never marked
+        `abandoned` by another writer); returns how many runs took it."""
+        ids = sorted(set(self.run_ids.values()))
+        if not ids:
+            return 0
+        marks = ", ".join([self.mark] * len(ids))  # placeholders only: the values are bound
+        cur = self.conn.cursor()
+        try:
+            cur.execute(f"UPDATE runs SET heartbeat_at = {self.mark} WHERE status = 'running' AND id IN ({marks})",
+                        (_naive_utc_now(now), *ids))
+            self.conn.commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return max(cur.rowcount, 0)
 
     def sync(self) -> None:
         """Make every batch committed so far durable. Batches commit without waiting for the WAL

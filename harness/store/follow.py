@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,9 +107,16 @@ class BundleFollower:
             pass
 
 
+HEARTBEAT_S = 15.0  # as `harness run`: a run followed here is alive while its sidecar is
+
+
 def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> None:
     tail = BundleTail(path)
+    last_beat = 0.0
     while True:
+        if time.monotonic() - last_beat >= HEARTBEAT_S:
+            last_beat = time.monotonic()
+            writer.beat()
         finishing = done.is_set()
         records, offset = tail.read()
         rest = writer.write(records) if records else []

@@ -12,6 +12,7 @@ when that path exists here, else the current directory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -34,8 +35,8 @@ from harness.store.writer import insert_new
 from harness.triage.flaky import record_flaky
 
 __all__ = ["FAIL", "Attempt", "BisectInputError", "BisectRequest", "BisectResult", "StoreSink", "bisect_command",
-           "bisect_run", "recorded_repo", "rerun", "run_bisect", "store_culprits", "suite_env_for_tests",
-           "target_install"]
+           "bisect_run", "probe_devices", "recorded_repo", "rerun", "run_bisect", "store_culprits",
+           "suite_env_for_tests", "target_install"]
 
 
 class BisectInputError(HarnessError):
@@ -52,6 +53,17 @@ def engine_errors() -> Iterator[None]:
 
 
 # ---- the target description, as probes need it ---------------------------------------------------
+
+
+def probe_devices() -> list[str]:
+    """Device slots for probes, one per visible GPU as harness's inventory (`run/metadata.gpu_info`, NVML)
+    counts them: the CUDA_VISIBLE_DEVICES entries when set, else 0..n-1; none on a CPU machine."""
+    from harness.run.metadata import gpu_info
+
+    count = gpu_info().count
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [p.strip() for p in visible.split(",") if p.strip()] if visible is not None else [str(i) for i in range(count)]
+    return ids[:count]
 
 
 def _under(path: str, folder: str) -> bool:
@@ -104,6 +116,7 @@ def run_bisect(req: BisectRequest, progress: Progress | None = None, sink: Resul
     """The engine's bisect of a target repository: each checkout installed as its description says, the
     tests given their suites' environment (the request's own `env` wins)."""
     req.install_for = req.install_for or target_install
+    req.devices = probe_devices() if req.devices is None else req.devices
     req.env = {**suite_env_for_tests(req.repo, req.tests), **req.env}
     with engine_errors():
         return engine_run_bisect(req, progress, sink)
@@ -116,7 +129,7 @@ def rerun(repo: str | Path, commit: str, tests: list[str], suites: Iterable[str 
     env = suite_environment(repo, suites)
     with engine_errors():
         return probe_at(repo, commit, tests, attempts, env=env, install_for=target_install,
-                        cache_dir=cache_dir).attempts
+                        cache_dir=cache_dir, devices=probe_devices()).attempts
 
 
 # ---- the store -------------------------------------------------------------------------------------
@@ -217,6 +230,7 @@ def bisect_run(store: Store, run_id: int, *, repo: str | Path | None = None, bas
     env = {**suite_env_for_tests(where, inputs.tests), **suite_environment(where, inputs.suites),
            **options.pop("env", {})}
     with engine_errors():
+        options.setdefault("devices", probe_devices())
         plan = prepare(BisectRequest(repo=where, good=good, bad=bad, tests=inputs.tests, env=env,
                                      install_for=target_install, **options))
         return execute(plan, progress, StoreSink(store, run_id, inputs.devices))
@@ -245,6 +259,7 @@ def bisect_command(*, repo: str | None, good: str | None, bad: str | None, tests
     where = repo or "."
     env = {**suite_env_for_tests(where, tests), **options.pop("env", {})}
     with engine_errors():
+        options.setdefault("devices", probe_devices())
         plan = prepare(BisectRequest(repo=where, good=good, bad=bad or "HEAD", tests=tests, env=env,
                                      install_for=target_install, **options))
     store = Store.open(resolve_db_url(db)) if store_results else None  # a refused URL: exit 2 before probes

@@ -24,27 +24,13 @@ from torch import nn
 
 from . import roofline as rl
 from .decode import Decoder
+from .metrics import SEED_METRICS
 from .stats import summarize
 from .timing import EventTimer, synchronize, timed
 from .zoo import Settings
 
 __all__ = ["SEED_METRICS", "run_case", "plausibility_problems", "weights_nbytes"]
 
-SEED_METRICS = (
-    "model_load_time",
-    "first_eager_forward_pass_time_secs",
-    "second_eager_forward_pass_time_secs",
-    "first_eager_generate_time_secs",
-    "second_eager_generate_time_secs",
-    "time_to_first_token_secs",
-    "time_to_second_token_secs",
-    "time_to_third_token_secs",
-    "time_to_next_token_mean_secs",
-    "first_compile_generate_time_secs",
-    "second_compile_generate_time_secs",
-    "third_compile_generate_time_secs",
-    "fourth_compile_generate_time_secs",
-)
 _ORDINALS = ("first", "second", "third", "fourth")
 _MB = 1024.0 * 1024.0
 
