@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,13 +63,33 @@ def validate_url(url: str) -> None:
         raise StoreError(f"unsupported driver {parsed.drivername!r}: use postgresql:// (psycopg2)")
 
 
+SQLITE_WAIT_S = 30.0  # how long a SQLite connection waits for another process's lock
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI objects are untyped
     cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_WAIT_S * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    _wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _wal(cur) -> None:  # noqa: ANN001 - a sqlite3 cursor
+    """`PRAGMA journal_mode=WAL`, retried: while other processes create or open the same new file,
+    SQLite answers it "database is locked" at once, without waiting on the busy timeout."""
+    import sqlite3
+
+    deadline, delay = time.monotonic() + SQLITE_WAIT_S, 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def make_engine(config: StoreConfig) -> Engine:
@@ -86,7 +107,7 @@ def make_engine(config: StoreConfig) -> Engine:
                 except OSError as exc:
                     raise StoreError(f"cannot create the folder {folder} of {redact(config.url)}: "
                                      f"{exc.strerror}") from None
-            engine = create_engine(url, connect_args={"timeout": 30})
+            engine = create_engine(url, connect_args={"timeout": SQLITE_WAIT_S})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = create_engine(url, pool_pre_ping=True,

@@ -10,6 +10,8 @@ its column lists against the entities, and that both writers store identical row
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -231,12 +233,15 @@ class FastWriter:
             except Exception as exc:
                 if attempt == retries or type(exc).__name__ not in TRANSIENT:
                     raise
+                time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # the whole batch again, rollups included
         return batch.rest  # not reached
 
     def _write_once(self, batch: PreparedBatch) -> None:
         counts, run_ids, new_runs = (self.runs_added, self.results_added), dict(self.run_ids), set(self._new_runs)
         try:
             cur = self.conn.cursor()
+            rollups.lock_runs(self.conn, [h.uuid for h in batch.headers] + list(batch.uuids)
+                              + [e.run for e in batch.ends])  # before any write: one lock order
             touched: dict[int, None] = {}
             for header in batch.headers:
                 touched[self._run_id(cur, header.uuid, header)] = None

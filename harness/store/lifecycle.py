@@ -59,6 +59,7 @@ def mark_abandoned(store: Store, limit_s: float | None = None, now: datetime | N
         found = conn.execute(select(table.c.id, table.c.uuid).where(stale)).all()
         uuids = [row.uuid for row in found]
         if uuids:
+            rollups.lock_runs(conn, uuids)  # after any writer of these runs, as every writer does
             conn.execute(update(table).where(and_(stale, table.c.uuid.in_(uuids)))
                          .values(status="abandoned", finished_at=last_seen))
             rollups.refresh(conn, [row.id for row in found])  # a finished run: its rollups say so too

@@ -167,6 +167,28 @@ def pruned_before(conn: Any) -> datetime | None:
     return datetime.fromisoformat(rows[0][0]) if rows else None
 
 
+RUN_LOCK_CLASS = 0x686E  # first key of the per-run advisory locks (the migration lock is a one-key lock)
+
+
+def run_lock_key(uuid: str) -> int:
+    """The second key (a signed 32-bit integer) of run `uuid`'s advisory lock."""
+    return int.from_bytes(hashlib.sha1(uuid.encode("utf-8", "surrogatepass")).digest()[:4], "big", signed=True)
+
+
+def lock_runs(conn: Any, uuids: Iterable[str]) -> None:
+    """Take the transaction-scoped advisory lock of every run in `uuids`, in key order, before the
+    transaction writes anything of them (Postgres; SQLite has one writer at a time). Every writer of a
+    run (its results, header, end, benchmarks, rollups) takes it first, so two transactions on the same
+    run wait for each other whole instead of interleaving row locks (a deadlock: the FK checks of
+    inserted rows share-lock the run row that the rollup refresh locks for update), and writers of
+    several runs take their locks in one global order."""
+    db = Sql(conn)
+    if not db.pg:
+        return
+    for key in sorted({run_lock_key(u) for u in uuids}):
+        db.run("SELECT pg_advisory_xact_lock(?, ?)", (RUN_LOCK_CLASS, key))
+
+
 def refresh(conn: Any, run_ids: Iterable[int]) -> None:
     """Recompute the rollups of `run_ids` from their stored results, in the caller's transaction."""
     db = Sql(conn)
@@ -197,7 +219,7 @@ ON CONFLICT (day, model) DO UPDATE SET n_pass = rollup_daily_models.n_pass + exc
 def _refresh_run(db: Sql, run_id: int, cutoff: datetime | None, tests: bool = True, identity: bool = True) -> None:
     """`identity`: also the failure-identity rollups (False only in migration 0005's backfill, before the
     columns of 0006 exist; 0006 backfills them itself)."""
-    lock = " FOR UPDATE" if db.pg else ""
+    lock = " FOR NO KEY UPDATE" if db.pg else ""  # not FOR UPDATE: that one waits on every FK check
     found = db.rows("SELECT id, started_at, branch, runner_group, suites, models, status FROM runs WHERE id = ?"
                     + lock, (run_id,))
     if not found:

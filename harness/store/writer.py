@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from harness.bundle import BenchmarkRecord, Record, ResultRecord, RunEnd, RunRecord
 from harness.store import rollups
 from harness.store.db import Store
+from harness.store.fastpath import TRANSIENT
 from harness.store.schema import (
     Benchmark,
     DeviceMeasurement,
@@ -164,19 +168,42 @@ def insert_new(conn: Connection, table: Any, row: dict[str, Any]) -> bool:
 
 
 def write_records(store: Store, records: Iterable[Record], batch_size: int = 5000) -> IngestStats:
-    """Write `records` in one transaction per batch; safe to repeat (idempotent)."""
+    """Write `records` in one transaction per batch; safe to repeat (idempotent). Each batch first takes
+    the advisory locks of its runs (rollups.lock_runs), and is written again whole, rollups included,
+    when Postgres picks it as a deadlock victim or serialization failure."""
     with store.engine.connect() as conn:
         writer = RecordWriter(conn, batch_size=batch_size)
-        pending = 0
+        batch: list[Record] = []
         for record in records:
-            writer.add(record)
-            pending += 1
-            if pending >= batch_size:
-                writer.flush()
-                rollups.refresh(conn, writer._run_ids.values())  # tables kept at write time, same transaction
-                conn.commit()
-                pending = 0
-        writer.flush()
-        rollups.refresh(conn, writer._run_ids.values())  # tables kept at write time, same transaction
-        conn.commit()
+            batch.append(record)
+            if len(batch) >= batch_size:
+                _write_batch(conn, writer, batch)
+                batch = []
+        _write_batch(conn, writer, batch)
     return writer.stats
+
+
+def _record_run(record: Record) -> str | None:
+    return record.uuid if isinstance(record, RunRecord) else getattr(record, "run", None)
+
+
+def _write_batch(conn: Connection, writer: RecordWriter, batch: list[Record], retries: int = 3) -> None:
+    """One transaction: the batch's run locks, its records, the rollups of its runs; retried whole on a
+    transient conflict (the counts and run ids of a rolled-back try are forgotten)."""
+    uuids = {u for u in map(_record_run, batch) if u}
+    for attempt in range(retries + 1):
+        stats, run_ids = replace(writer.stats), dict(writer._run_ids)
+        try:
+            rollups.lock_runs(conn, uuids)
+            for record in batch:
+                writer.add(record)
+            writer.flush()
+            rollups.refresh(conn, [writer._run_ids[u] for u in uuids if u in writer._run_ids])
+            conn.commit()
+            return
+        except DBAPIError as exc:
+            conn.rollback()
+            writer.stats, writer._run_ids, writer._results = stats, run_ids, []
+            if attempt == retries or type(exc.orig).__name__ not in TRANSIENT:
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))

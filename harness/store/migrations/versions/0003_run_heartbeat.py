@@ -23,6 +23,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_index("ix_runs_status")
-        batch.drop_column("heartbeat_at")
+    # Never a batch (copy-and-move) of `runs` on SQLite: dropping the old table with foreign keys on
+    # cascades to every child row (test_results, rollups ...), so a downgrade would empty the store.
+    op.drop_index("ix_runs_status", table_name="runs")
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_column("runs", "heartbeat_at")
+        return
+    import sqlite3
+
+    if sqlite3.sqlite_version_info < (3, 35):
+        raise RuntimeError("downgrading below 0003 on SQLite needs SQLite 3.35+ (ALTER TABLE DROP COLUMN); "
+                           f"this one is {sqlite3.sqlite_version}")
+    op.execute("ALTER TABLE runs DROP COLUMN heartbeat_at")  # in place: no child row is touched
