@@ -48,7 +48,9 @@ _NOT_APPLICABLE = re.compile(
     r"accelerat|hardware|compute capability|\bsm_?\d+|bf16|bfloat16 not|fp8|flash[_ -]?attn|"
     r"platform|win32|windows|darwin|mac ?os|linux|\bcpu\b|runner[ _-]?group|multi[ _-]?gpu|single[ _-]?gpu|"
     r"\brun_[a-z_]+|\bslow\b|gated|requires?\b|required|only (?:on|for|runs?|with|supported)|"
-    r"not (?:available|supported|applicable)|unsupported|no (?:gpu|cuda|device)|\bvram\b",
+    r"not (?:available|supported|applicable)|unsupported|no (?:gpu|cuda|device)|\bvram\b|"
+    r"flash ?attention|entry point|this (?:torch|python|build|version|machine|platform|install) "
+    r"(?:has no|lacks|does not|doesn't|cannot|can't)|\btorch (?:version|[<>]=?) ?\d",
     re.I)
 
 
