@@ -25,7 +25,7 @@ from harness_bisect.executor import Progress
 from harness_bisect.gitops import BisectError
 from harness_bisect.probe import FAIL, Attempt
 from harness_bisect.report import BisectResult, ResultSink
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 
 from harness.errors import HarnessError
 from harness.run.target import load_target, suite_environment
@@ -149,6 +149,9 @@ def store_culprits(store: Store, result: BisectResult, run_id: int | None = None
     if not rows:
         return 0
     with store.session() as s:
+        if s.get_bind().dialect.name == "postgresql":  # writers of the same bisect take turns (delete, then insert)
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                      {"key": f"culprits:{result.good}:{result.bad}:{result.method}"})
         for row in rows:
             same = delete(Culprit).where(Culprit.nodeid_hash == row.nodeid_hash, Culprit.method == row.method,
                                          Culprit.good_sha == row.good_sha, Culprit.bad_sha == row.bad_sha)
