@@ -189,6 +189,8 @@ def ingest(paths: list[str], db_url: str | None, batch_size: int = BATCH_SIZE) -
     try:
         conn = connect(store.config.url)
         fast = FastWriter(*conn) if conn else None
+        if fast is not None:
+            fast.refresh_pending()  # rollups a live writer left owed when it died (harness/store/pending.py)
         for f, root in zip(files, roots, strict=True):
             log = RejectLog(f)
             records = junit_records(f, log, root) if root is not None else read_lines(f, log)

@@ -31,6 +31,7 @@ from harness.bundle import (
     RunRecord,
     short_message,
 )
+from harness.run import sidecar
 from harness.run.plugin_records import (
     PLAIN,
     RECORD_ERROR_PROPERTY,
@@ -88,14 +89,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     run_uuid = str(uuid_mod.uuid4())
     bundle = Path(getattr(ns, "harness_bundle", None) or
                   Path(early_config.rootpath) / ".harness" / "bundles" / f"{run_uuid}.jsonl")
-    early_config.stash[EARLY_SIDECAR] = (run_uuid, bundle, start_sidecar(bundle, db_url))
-
-
-def start_sidecar(bundle: Path, db_url: str) -> subprocess.Popen[bytes]:
-    """The one store writer of a plain pytest session: follows the bundle until stdin closes."""
-    env = {**os.environ, "HARNESS_DB_URL": db_url}
-    return subprocess.Popen([sys.executable, "-m", "harness.store.follow", str(bundle)],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    early_config.stash[EARLY_SIDECAR] = (run_uuid, bundle, sidecar.start(bundle, db_url))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -247,9 +241,10 @@ class Recorder:
         self.internal_error: str | None = None
         self._git = self._start_git_probe() if self.owner else None
         if early:
-            self.sidecar: subprocess.Popen[bytes] | None = early[2]
+            self.sidecar: sidecar.Sidecar | None = sidecar.Sidecar(early[2])
         else:
-            self.sidecar = start_sidecar(self.bundle_path, self.db_url) if (self.owner and self.db_url) else None
+            self.sidecar = (sidecar.Sidecar(sidecar.start(self.bundle_path, self.db_url))
+                            if (self.owner and self.db_url) else None)
 
     def _start_git_probe(self) -> subprocess.Popen[str] | None:
         try:
@@ -406,22 +401,19 @@ class Recorder:
         self.stored = self._stop_sidecar()
 
     def _stop_sidecar(self) -> bool | None:
-        if self.sidecar is None:
-            return None
-        try:
-            _, err = self.sidecar.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            self.sidecar.kill()
-            err = b"timed out writing to the store"
-        if self.sidecar.returncode != 0:
-            self.store_error = err.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
-            return False
-        return True
+        return None if self.sidecar is None else self.sidecar.finish()
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """The sidecar refreshes the run's rollups after `stored`, beside pytest's summary: wait for it."""
+        failed = self.sidecar.reap() if self.sidecar is not None else None
+        if failed:
+            sys.stderr.write(f"harness: results stored; dashboard rollups NOT refreshed ({failed}): the next "
+                             "write to the store refreshes them\n")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
         if self.sidecar is not None and getattr(self, "stored", None) is False:
-            tr.write_line(f"harness: results NOT stored ({self.store_error[0]}); all are in "
+            tr.write_line(f"harness: results NOT stored ({self.sidecar.error}); all are in "
                           f"{self.bundle_path}: load them later with `harness ingest {self.bundle_path}`",
                           red=True)
         elif self.owner:

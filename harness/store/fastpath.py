@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from harness.bundle import Record, ResultRecord, RunEnd, RunRecord
-from harness.store import rollups
+from harness.store import pending, rollups
 from harness.store.revision import SCHEMA_HEAD
 
 RUN_COLUMNS = ("uuid", "repo", "branch", "commit_sha", "commit_subject", "commit_author", "commit_email", "event",
@@ -138,6 +138,7 @@ class FastWriter:
         self._staging = False  # the COPY staging table exists in this session
         self._staging_committed = False  # ... and its creation was committed
         self._new_runs: set[str] = set()  # runs this writer inserted: their results may be COPYed directly
+        self.owed: dict[str, int] = {}  # runs written without a rollup refresh since: uuid -> id
 
     def at_head(self) -> bool:
         cur = self.conn.cursor()
@@ -217,18 +218,19 @@ class FastWriter:
             batch.rows[uuid] = [_copy_line(row) for row in rows] if self.is_pg else rows
         return batch
 
-    def write(self, records: list[Record]) -> list[Record]:
-        """Write what this path handles in one transaction; return the rest, in order."""
-        return self.write_prepared(self.prepare(records))
+    def write(self, records: list[Record], refresh: bool = True) -> list[Record]:
+        """Write what this path handles in one transaction; return the rest, in order. `refresh=False`:
+        the runs' rollups are marked owed instead of refreshed (`refresh_rollups` pays them)."""
+        return self.write_prepared(self.prepare(records), refresh=refresh)
 
-    def write_prepared(self, batch: PreparedBatch, retries: int = 3) -> list[Record]:
+    def write_prepared(self, batch: PreparedBatch, retries: int = 3, refresh: bool = True) -> list[Record]:
         """Run headers, then results, then run ends, in one transaction; returns the other records.
         On any error the transaction is rolled back (nothing of the batch is written), the counts
         stay as they were, and the error is raised: writing the same batch again completes it. A
         deadlock with another writer (possible only when both write the same rows) is retried."""
         for attempt in range(retries + 1):
             try:
-                self._write_once(batch)
+                self._write_once(batch, refresh)
                 return batch.rest
             except Exception as exc:
                 if attempt == retries or type(exc).__name__ not in TRANSIENT:
@@ -236,12 +238,13 @@ class FastWriter:
                 time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # the whole batch again, rollups included
         return batch.rest  # not reached
 
-    def _write_once(self, batch: PreparedBatch) -> None:
+    def _write_once(self, batch: PreparedBatch, refresh: bool = True) -> None:
         counts, run_ids, new_runs = (self.runs_added, self.results_added), dict(self.run_ids), set(self._new_runs)
+        owed = dict(self.owed)
         try:
             cur = self.conn.cursor()
             rollups.lock_runs(self.conn, [h.uuid for h in batch.headers] + list(batch.uuids)
-                              + [e.run for e in batch.ends])  # before any write: one lock order
+                              + [e.run for e in batch.ends] + (list(self.owed) if refresh else []))  # one lock order
             touched: dict[int, None] = {}
             for header in batch.headers:
                 touched[self._run_id(cur, header.uuid, header)] = None
@@ -254,9 +257,16 @@ class FastWriter:
                 touched[run_id] = None
                 cur.execute(f"UPDATE runs SET status = {self.mark}, finished_at = {self.mark} WHERE id = {self.mark}",
                             (end.status, _naive_utc(end.finished_at), run_id))
-            rollups.refresh(self.conn, list(touched))  # tables kept at write time, same transaction
+            if refresh:
+                rollups.refresh(self.conn, [*touched, *self.owed.values()])  # kept at write time, same transaction
+                self.owed = {}
+            else:
+                pending.mark(self.conn, touched)  # a crash before `refresh_rollups` leaves them owed, not wrong
+                by_id = {v: k for k, v in self.run_ids.items()}
+                self.owed.update({by_id[run_id]: run_id for run_id in touched})
             self.conn.commit()
         except BaseException:
+            self.owed = owed
             self.runs_added, self.results_added = counts
             self.run_ids = run_ids  # ids read in a rolled-back transaction may not exist
             self._new_runs = new_runs
@@ -309,6 +319,28 @@ class FastWriter:
         cur.copy_expert(f"COPY harness_results_in ({cols}) FROM STDIN", io.StringIO(text))
         cur.execute(f"INSERT INTO test_results ({cols}) SELECT {cols} FROM harness_results_in" + conflict)
         self.results_added += max(cur.rowcount, 0)
+
+    def refresh_rollups(self) -> None:
+        """Refresh the rollups of every run this writer wrote without refreshing them, in one transaction."""
+        if not self.owed:
+            return
+        try:
+            rollups.lock_runs(self.conn, list(self.owed))
+            rollups.refresh(self.conn, list(self.owed.values()))
+            self.conn.commit()
+        except BaseException:
+            self._rollback()
+            raise
+        self.owed = {}
+
+    def refresh_pending(self) -> int:
+        """Refresh rollups that earlier writers left owed (harness/store/pending.py); returns how many
+        runs. Best effort: a failure leaves them owed and is not this writer's results' concern."""
+        try:
+            return pending.refresh_owed(self.conn)
+        except Exception:  # noqa: BLE001 - the next writer tries again; nothing of this one is at stake
+            self._rollback()
+            return 0
 
     def beat(self, now: datetime | None = None) -> int:
         """Heartbeat of the `running` runs this writer has written (a live writer's runs are never marked

@@ -108,18 +108,27 @@ class BundleFollower:
 
 
 HEARTBEAT_S = 15.0  # as `harness run`: a run followed here is alive while its sidecar is
+POLL_S = 0.25  # live batches: the results of the last quarter second, so that little is left at the end
+ROLLUPS_EVERY_S = 10.0  # live batches refresh the rollups at most this often (each one marks them owed)
 
 
 def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> None:
+    """Write the bundle's lines as they come until `done` is set and nothing is left; the last batches'
+    rollups may be owed (`FastWriter.refresh_rollups` pays them)."""
     tail = BundleTail(path)
-    last_beat = 0.0
+    last_beat = last_rollups = time.monotonic()
+    writer.beat()
     while True:
-        if time.monotonic() - last_beat >= HEARTBEAT_S:
-            last_beat = time.monotonic()
+        now = time.monotonic()
+        if now - last_beat >= HEARTBEAT_S:
+            last_beat = now
             writer.beat()
         finishing = done.is_set()
         records, offset = tail.read()
-        rest = writer.write(records) if records else []
+        refresh = not finishing and now - last_rollups >= ROLLUPS_EVERY_S
+        rest = writer.write(records, refresh=refresh) if records else []
+        if refresh and records:
+            last_rollups = now
         if rest:  # benchmark records: the full writer (imports SQLAlchemy only when needed)
             from harness.store.db import Store
             from harness.store.writer import write_records
@@ -132,11 +141,35 @@ def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> Non
             writer.sync()
             return
         if not records:
-            done.wait(1.0)  # live batches each second; a short session is written once, at its end
+            done.wait(POLL_S)
+
+
+def _say_stored() -> None:
+    """Tell the plugin every result is durable (harness/run/sidecar.py waits for this line)."""
+    sys.stdout.write("stored\n")
+    sys.stdout.flush()
+
+
+def _detach() -> bool:
+    """Fork where the OS can: True in the parent, which exits at once so that pytest need not wait for
+    the rollup refresh; the child lets go of pytest's pipes and of its process group, then refreshes.
+    False (no fork: the refresh runs here, and the plugin waits for it) in the child or without fork."""
+    if not hasattr(os, "fork"):
+        return False
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork():
+        return True
+    os.setsid()  # a Ctrl-C of the terminal's foreground group is not for us any more
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    return False
 
 
 def main(argv: list[str]) -> int:
-    """Sidecar entry point: exit 0 when everything was stored, 1 (one line on stderr) otherwise."""
+    """Sidecar entry point: `stored` on stdout once every result is durable, then the rollups; exit 0
+    when both were done, 1 (one line on stderr) otherwise."""
     path, url = argv[0], os.environ.get("HARNESS_DB_URL") or ""
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
@@ -146,7 +179,12 @@ def main(argv: list[str]) -> int:
         conn = connect(url)
         writer = FastWriter(*conn) if conn else None
         if writer is not None and writer.at_head():
+            writer.refresh_pending()  # rollups an earlier writer owes (one that died after `stored`)
             _follow_fast(writer, url, path, done)
+            _say_stored()
+            if _detach():  # the session goes on at once; the rollups are refreshed by a child of ours
+                os._exit(0)
+            writer.refresh_rollups()  # a failure leaves them owed (harness/store/pending.py), not wrong
             writer.close()
         else:
             if writer is not None:
@@ -154,6 +192,7 @@ def main(argv: list[str]) -> int:
             from harness.store.db import Store
 
             BundleFollower(Store.open(url), path).follow(done)
+            _say_stored()
     except Exception as exc:  # noqa: BLE001 - one line for the plugin to show; the bundle keeps the data
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         print(f"{type(exc).__name__}: {first}", file=sys.stderr)

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Connection
 
 from harness.errors import HarnessError
-from harness.store import rollups
+from harness.store import pending, rollups
 from harness.store.db import Store
 
 
@@ -67,7 +67,8 @@ def prune(store: Store, before: datetime, *, batch_size: int = 20000, dry_run: b
                 report.runs += 1 if results or samples else 0
             conn.rollback()
             return report
-        missing = [rid for rid in run_ids if not db.rows("SELECT 1 FROM rollup_runs WHERE run_id = ?", (rid,))]
+        missing = [rid for rid in run_ids if not db.rows("SELECT 1 FROM rollup_runs WHERE run_id = ? AND "
+                                                         "(source IS NULL OR source <> ?)", (rid, pending.PENDING))]
         rollups.refresh(conn, missing)  # every run keeps its rollups before its rows go
         previous = rollups.pruned_before(conn)
         if previous is None or before > previous:

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.store.rollup_data import rollups_settled
+
 pytest_plugins = ["pytester"]
 
 MODELS = ["llama", "mistral", "gemma", "qwen2", "phi"]
@@ -105,6 +107,7 @@ def test_one_broken_code_path_is_one_signature_across_models(pytester: pytest.Py
     passed = rows["test_passes"]
     assert passed["exception"] is None and passed["signature"] is None and passed["output_tail"] is None
     assert all(r["started_at"] is not None for r in rows.values())
+    rollups_settled(db_url)  # the sidecar's detached child refreshes them right after "stored"
     engine = create_engine(db_url)  # the rollups the "top failure signatures" panel reads, kept by the live writer
     with engine.connect() as conn:
         models = conn.execute(text("SELECT model FROM rollup_signatures_daily WHERE signature = :s"),

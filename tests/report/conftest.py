@@ -21,6 +21,7 @@ from harness.report.perf_alerts import run_perf_alerts
 from harness.store import rollups
 from harness.store.db import Store
 from harness.store.schema import Culprit, FlakyTest, Run, nodeid_hash
+from tests.store.rollup_data import rollups_settled
 
 from .factory import GPU, benchmark_series
 
@@ -118,6 +119,7 @@ def _pytest(root: Path, url: str) -> None:
                           cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # some tests fail on purpose
     assert "recorded" in proc.stdout and "NOT stored" not in proc.stdout, proc.stdout
+    rollups_settled(url)  # refreshed by the sidecar's detached child right after "stored"
 
 
 def _latest_run(store: Store) -> int:

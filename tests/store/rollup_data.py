@@ -47,3 +47,26 @@ def write_bundle(path: Path, records: list[Record]) -> Path:
 def table(store: Store, sql: str, **params: object) -> list[tuple]:
     with store.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+def rollups_settled(url: str, timeout_s: float = 30.0) -> None:
+    """Wait until no run's rollups are owed (harness/store/pending.py): a plain pytest session's sidecar
+    refreshes them in a detached child right after the session says "stored"."""
+    import time
+
+    from sqlalchemy import create_engine
+
+    from harness.store import pending
+
+    engine = create_engine(url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            with engine.connect() as conn:
+                owed = pending.owed(conn)
+            if not owed:
+                return
+            assert time.monotonic() < deadline, f"rollups still owed after {timeout_s}s: {owed}"
+            time.sleep(0.05)
+    finally:
+        engine.dispose()

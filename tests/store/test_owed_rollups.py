@@ -1,0 +1,86 @@
+"""Rollups owed (harness/store/pending.py), on Postgres and SQLite: the live writer commits results
+without refreshing rollups, says "stored", refreshes after; a writer that dies in between leaves the run
+marked owed, and the next writer (a sidecar starting, `harness ingest`) pays it. The tables end equal to
+those of a writer that refreshed in every transaction."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.store import Store, pending
+from harness.store.fastpath import FastWriter, connect
+from harness.store.writer import write_records
+
+from .rollup_data import run_records, write_bundle
+from .test_rollups import DAY1, DAY2, _snapshot
+
+HISTORY = [*run_records("d1", 1, DAY1), *run_records("d2", 2, DAY2), *run_records("d3", 3, DAY1)]
+
+
+def _fast_writer(url: str) -> FastWriter:
+    conn = connect(url)
+    assert conn is not None
+    writer = FastWriter(*conn)
+    assert writer.at_head()
+    return writer
+
+
+def _reference(tmp_path: Path, records: list | None = None) -> dict[str, list[tuple]]:
+    """The tables of a writer that refreshed the rollups in every transaction."""
+    other = Store.open(f"sqlite:///{tmp_path / 'reference.db'}")
+    write_records(other, records or HISTORY)
+    snap = _snapshot(other)
+    other.dispose()
+    return snap
+
+
+def _owed_uuids(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return [uuid for _, uuid in pending.owed(conn)]
+
+
+def test_writes_without_refresh_are_owed_then_paid_by_the_same_writer(store: Store, db_url: str,
+                                                                        tmp_path: Path) -> None:
+    writer = _fast_writer(db_url)
+    for start in range(0, len(HISTORY), 7):  # live batches: each marks its runs owed
+        writer.write(HISTORY[start:start + 7], refresh=False)
+    assert _owed_uuids(store) == ["d1", "d2", "d3"]
+    writer.refresh_rollups()
+    writer.close()
+    assert _owed_uuids(store) == []
+    assert _snapshot(store) == _reference(tmp_path)
+
+
+def test_a_refreshed_run_written_again_without_refresh_is_owed(store: Store, db_url: str) -> None:
+    writer = _fast_writer(db_url)
+    writer.write(HISTORY[:4])  # refreshed: d1 has its rollups
+    assert _owed_uuids(store) == []
+    writer.write(HISTORY[4:6], refresh=False)  # more of d1's results: its rollups are stale, so owed
+    assert _owed_uuids(store) == ["d1"]
+    writer.close()
+
+
+@pytest.mark.parametrize("payer", ["next sidecar", "harness ingest"])
+def test_a_writer_that_dies_after_stored_leaves_the_debt_to_the_next(store: Store, db_url: str, tmp_path: Path,
+                                                                     payer: str) -> None:
+    dead = _fast_writer(db_url)
+    dead.write(HISTORY, refresh=False)
+    dead.close()  # died between "stored" and its refresh
+    assert _owed_uuids(store) == ["d1", "d2", "d3"]
+    later = run_records("later", 5, DAY2)
+    if payer == "next sidecar":
+        nxt = _fast_writer(db_url)
+        assert nxt.refresh_pending() == 3
+        nxt.write(later)
+        nxt.close()
+    else:
+        bundle = write_bundle(tmp_path / "later.jsonl", later)
+        res = subprocess.run([sys.executable, "-m", "harness.cli", "ingest", str(bundle), "--db", db_url],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+    assert _owed_uuids(store) == []
+    assert _snapshot(store) == _reference(tmp_path, [*HISTORY, *later])
