@@ -81,6 +81,7 @@ class AttributionRules:
 
 
 @functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)
 def rules_from_env(text: str | None) -> AttributionRules:
     """Rules as passed to the test process (defaults when none)."""
     return AttributionRules.from_json(text) if text else AttributionRules()

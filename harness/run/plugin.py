@@ -338,7 +338,9 @@ class Recorder:
         elif state.get("record_error") and outcome in ("passed", "xfail", "skipped"):
             outcome, message = "error", short_message(str(state["record_error"]))
         bench = state.get("benchmark")
-        model = state.get("model") or self._model_of(nodeid) or (bench.get("model") if isinstance(bench, dict) else None)
+        model = state["model"] if "model" in state else self._model_of(nodeid)  # the item's tag, else the id's
+        if model is None and isinstance(bench, dict):
+            model = bench.get("model")
         if isinstance(bench, dict):
             try:
                 self._write_benchmark(nodeid, bench, state, model)
