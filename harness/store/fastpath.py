@@ -95,6 +95,20 @@ def connect(url: str) -> tuple[Any, str] | None:
     return None
 
 
+def at_head(conn: Any) -> bool:
+    """Whether the database behind a DBAPI connection is migrated to `SCHEMA_HEAD`."""
+    cur = conn.cursor()
+    try:
+        cur.execute("SELECT version_num FROM alembic_version")
+        row = cur.fetchone()
+    except Exception:  # noqa: BLE001 - no table yet: the full writer will migrate
+        conn.rollback()
+        return False
+    finally:
+        cur.close()
+    return bool(row) and row[0] == SCHEMA_HEAD
+
+
 def _first(row: tuple) -> Any:
     return row[0]
 
@@ -141,14 +155,7 @@ class FastWriter:
         self.owed: dict[str, int] = {}  # runs written without a rollup refresh since: uuid -> id
 
     def at_head(self) -> bool:
-        cur = self.conn.cursor()
-        try:
-            cur.execute("SELECT version_num FROM alembic_version")
-            row = cur.fetchone()
-        except Exception:  # noqa: BLE001 - no table yet: the full writer will migrate
-            self.conn.rollback()
-            return False
-        return bool(row) and row[0] == SCHEMA_HEAD
+        return at_head(self.conn)
 
     def _params(self, n: int) -> str:
         return ", ".join([self.mark] * n)
