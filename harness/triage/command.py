@@ -5,21 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config import resolve_db_url
-from harness.store import Store
 from harness.triage.new_failures import NewFailures, find_new_failures
 
 
 def new_failures_command(*, run_id: int | None, baseline_id: int | None, confirm: bool, attempts: int = 3,
                          repo: str | Path | None = None, db: str | None = None) -> NewFailures:
-    """New failures of a run against its baseline, confirmed by reruns when `confirm`."""
-    store = Store.open(resolve_db_url(db))
-    try:
-        found = find_new_failures(store, run_id, baseline_id)
-        if confirm:
-            from harness.triage.confirm import confirm_new_failures
+    """New failures of a run against its baseline, confirmed by reruns when `confirm`. Without
+    confirmation it only reads, through the fast read connection (no SQLAlchemy on a current store)."""
+    url = resolve_db_url(db)
+    if not confirm:
+        from harness.store.reading import read_connection
 
-            found = confirm_new_failures(store, found, attempts=attempts, repo=repo)
-        return found
+        with read_connection(url) as conn:
+            return find_new_failures(conn, run_id, baseline_id)
+    from harness.store import Store
+    from harness.triage.confirm import confirm_new_failures
+
+    store = Store.open(url)
+    try:
+        return confirm_new_failures(store, find_new_failures(store, run_id, baseline_id), attempts=attempts,
+                                    repo=repo)
     finally:
         store.dispose()
 

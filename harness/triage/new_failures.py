@@ -13,15 +13,18 @@ absent from the baseline -> new only if it fails. Failing means failed, error, c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness_bisect.flaky import Flaky
-from sqlalchemy import select
 
-from harness.store import Store, rollups
-from harness.store.schema import FlakyTest
+from harness.store import rollups
 from harness.triage.runs import NoBaselineError, TriageError, describe, get_run, latest_run
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 __all__ = ["NewFailures", "NoBaselineError", "SignatureGroup", "TestDelta", "TriageError", "find_new_failures",
            "group_by_signature"]
@@ -108,30 +111,42 @@ def _delta(row: dict[str, Any]) -> TestDelta:
                      exception=row.get("exception"), signature=row.get("signature"))
 
 
-def find_new_failures(store: Store, run_id: int | None = None, baseline_id: int | None = None) -> NewFailures:
-    """Compare run `run_id` (default: the latest completed run) with its baseline.
+@contextmanager
+def _connection(source: Store | Any) -> Iterator[Any]:
+    """A connection from a Store (opened and closed here), or the connection given."""
+    if hasattr(source, "engine"):
+        with source.engine.connect() as conn:
+            yield conn
+    else:
+        yield source
+
+
+def find_new_failures(source: Store | Any, run_id: int | None = None, baseline_id: int | None = None) -> NewFailures:
+    """Compare run `run_id` (default: the latest completed run) with its baseline. `source`: a Store, or
+    any connection `rollups.Sql` takes (DBAPI or SQLAlchemy).
 
     Raises `TriageError` for an unknown run and `NoBaselineError` when no baseline exists."""
-    with store.session() as s:
-        run = get_run(s, run_id) if run_id is not None else latest_run(s)
+    with _connection(source) as conn:
+        run = get_run(conn, run_id) if run_id is not None else latest_run(conn)
         if baseline_id is not None:
-            baseline = get_run(s, baseline_id)
+            baseline = get_run(conn, baseline_id)
             if baseline.id == run.id:
                 raise TriageError(f"run {run.id} cannot be its own baseline: pass another --baseline ID")
         else:
-            found = rollups.baseline_of(s.connection(), run.id)
+            found = rollups.baseline_of(conn, run.id)
             if found is None:
                 raise NoBaselineError(f"run {run.id} has no baseline: no earlier completed run of {describe(run)};"
                                       " pass --baseline ID")
-            baseline = get_run(s, found)
-        rows = rollups.classify(s.connection(), run.id, baseline.id)
+            baseline = get_run(conn, found)
+        rows = rollups.classify(conn, run.id, baseline.id)
     out = NewFailures(run_id=run.id, baseline_id=baseline.id)
     for row in sorted(rows, key=lambda r: r["nodeid"]):
         getattr(out, row["kind"]).append(_delta(row))
     return out
 
 
-def flaky_in_run(store: Store, run_id: int) -> set[str]:
+def flaky_in_run(source: Store | Any, run_id: int) -> set[str]:
     """Node id hashes recorded as flaky by a confirmation of run `run_id`."""
-    with store.session() as s:
-        return set(s.scalars(select(FlakyTest.nodeid_hash).where(FlakyTest.last_run_id == run_id)))
+    with _connection(source) as conn:
+        return {r[0] for r in rollups.Sql(conn).rows("SELECT nodeid_hash FROM flaky_tests WHERE last_run_id = ?",
+                                                      (run_id,))}

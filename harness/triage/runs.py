@@ -1,14 +1,17 @@
-"""Run lookups for triage: a run by id, the latest run, a run's baseline, its per-test final outcomes."""
+"""Run lookups for triage: a run by id, the latest completed run, how to name its lane.
+
+They read through `rollups.Sql`, so they work on a plain DBAPI connection (the fast read path of
+`harness new-failures`, harness/store/reading.py) as on a SQLAlchemy connection.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from sqlalchemy import ColumnElement, and_, or_, select
-from sqlalchemy.orm import Session
+from datetime import datetime
+from typing import Any
 
 from harness.errors import HarnessError
-from harness.store.schema import Run, TestResult
+from harness.store.rollups import Sql
 
 
 class TriageError(HarnessError):
@@ -20,67 +23,53 @@ class NoBaselineError(TriageError):
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """The final (highest-attempt) result of one test in one run."""
+class RunRef:
+    """What triage needs of a stored run."""
 
-    nodeid: str
-    nodeid_hash: str
-    model: str | None
-    suite: str | None
-    outcome: str
-    message: str | None
-    device: str | None
-    attempt: int
-    exception: str | None = None
-    signature: str | None = None
+    id: int
+    uuid: str
+    repo: str | None
+    branch: str | None
+    runner_group: str | None
+    suites: str | None
+    models: str | None
+    status: str
+    commit_sha: str | None
+    started_at: datetime | None
 
 
-def get_run(session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id)
-    if run is None:
+_COLUMNS = "id, uuid, repo, branch, runner_group, suites, models, status, commit_sha, started_at"
+
+
+def _run_ref(row: tuple) -> RunRef:
+    started = row[9]
+    if isinstance(started, str):  # sqlite3 returns DateTime columns as text
+        started = datetime.fromisoformat(started)
+    return RunRef(int(row[0]), *row[1:9], started)
+
+
+def _connection(conn: Any) -> Any:
+    """An ORM Session's connection, else the connection itself."""
+    return conn.connection() if hasattr(conn, "get_bind") else conn
+
+
+def get_run(conn: Any, run_id: int) -> RunRef:
+    """Run `run_id` (`conn`: a DBAPI or SQLAlchemy connection, or an ORM session)."""
+    rows = Sql(_connection(conn)).rows(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+    if not rows:
         raise TriageError(f"no run {run_id} in the results store: check --run and --db")
-    return run
+    return _run_ref(rows[0])
 
 
-def latest_run(session: Session) -> Run:
+def latest_run(conn: Any) -> RunRef:
     """The most recent completed run."""
-    run = session.scalars(select(Run).where(Run.status == "completed")
-                          .order_by(Run.started_at.desc(), Run.id.desc()).limit(1)).first()
-    if run is None:
+    rows = Sql(_connection(conn)).rows(f"SELECT {_COLUMNS} FROM runs WHERE status = 'completed' "
+                                       "ORDER BY started_at DESC, id DESC LIMIT 1")
+    if not rows:
         raise TriageError("the results store has no completed run: record one with `harness run` or pass --run ID")
-    return run
+    return _run_ref(rows[0])
 
 
-def _same(column: ColumnElement, value: object) -> ColumnElement[bool]:
-    return column.is_(None) if value is None else column == value
-
-
-def find_baseline(session: Session, run: Run) -> Run | None:
-    """The previous completed run of the same branch, runner group, suites and models (cancelled,
-    partial, failed and running runs are never baselines; a per-model matrix job compares with the
-    same model's previous job, not a neighbour's)."""
-    earlier = or_(Run.started_at < run.started_at, and_(Run.started_at == run.started_at, Run.id < run.id))
-    stmt = (select(Run).where(Run.status == "completed", Run.id != run.id, earlier,
-                              _same(Run.branch, run.branch), _same(Run.runner_group, run.runner_group),
-                              _same(Run.suites, run.suites), _same(Run.models, run.models))
-            .order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
-    return session.scalars(stmt).first()
-
-
-def describe(run: Run) -> str:
+def describe(run: RunRef) -> str:
     return (f"branch {run.branch or '(none)'}, runner group {run.runner_group or '(none)'}, "
             f"suites {run.suites or '(none)'}")
-
-
-def final_outcomes(session: Session, run_id: int) -> dict[str, Outcome]:
-    """nodeid_hash -> the test's last attempt in the run (a retry that passed makes the test pass)."""
-    rows = session.execute(select(
-        TestResult.nodeid, TestResult.nodeid_hash, TestResult.model, TestResult.suite, TestResult.outcome,
-        TestResult.message, TestResult.device, TestResult.attempt, TestResult.exception,
-        TestResult.signature).where(TestResult.run_id == run_id)).all()
-    out: dict[str, Outcome] = {}
-    for row in rows:
-        current = out.get(row.nodeid_hash)
-        if current is None or row.attempt > current.attempt:
-            out[row.nodeid_hash] = Outcome(*row)
-    return out

@@ -128,3 +128,20 @@ def test_baseline_is_the_same_models_previous_run(store: Store) -> None:
     report = find_new_failures(store, llama_2)
     assert report.baseline_id == llama_1
     assert [d.nodeid for d in report.new] == ["t::llama"]
+
+
+def test_cli_reads_a_current_store_without_sqlalchemy_and_agrees_with_the_library(store: Store, db_url: str,
+                                                                                  history: dict) -> None:
+    """`harness new-failures` as users call it (a subprocess): on a store at the schema head it reads
+    through a DBAPI connection (harness/store/reading.py) and never imports SQLAlchemy; same verdicts."""
+    import subprocess
+    import sys
+
+    probe = ("import runpy, sys; sys.argv = ['harness'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('harness.cli', run_name='__main__')\n"
+             "finally:\n    sys.stderr.write('SQLALCHEMY=%s' % ('sqlalchemy' in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", probe, "new-failures", "--run", str(history["run"]), "--db", db_url,
+                          "--json"], capture_output=True, text=True)
+    assert res.returncode == 1, res.stderr  # new failures found
+    assert res.stderr.endswith("SQLALCHEMY=False"), res.stderr
+    assert json.loads(res.stdout) == find_new_failures(store, history["run"]).to_json()
