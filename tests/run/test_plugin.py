@@ -143,3 +143,43 @@ def test_unreachable_db_keeps_everything_in_the_bundle(pytester: pytest.Pytester
         assert conn.execute(text("SELECT count(*) FROM test_results")).scalar() == len(EXPECTED)
         assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 1
     engine.dispose()
+
+
+def test_a_sidecar_that_dies_is_never_reported_stored(pytester: pytest.Pytester, db_url: str) -> None:
+    """The store writer killed mid-session (OOM killer, a stray kill): pytest must not say "stored",
+    only that results were NOT stored and where they are; a later ingest stores them."""
+    pytester.makepyfile(test_kill="""
+import os, signal, time
+import psutil
+
+def test_first():
+    pass
+
+def _cmdline(p):
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:  # the git probe, exited: a zombie
+        return ""
+
+def test_kill_the_store_writer():
+    writers = [p for p in psutil.Process().children() if "harness.store.follow" in _cmdline(p)]
+    assert len(writers) == 1
+    os.kill(writers[0].pid, signal.SIGKILL)
+    writers[0].wait(10)
+
+def test_after():
+    pass
+""")
+    bundle = pytester.path / "b.jsonl"
+    result = pytester.runpytest_subprocess("--harness-db", db_url, "--harness-bundle", str(bundle))
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"*harness: results NOT stored*harness ingest {bundle}*"])
+    assert "and stored" not in result.stdout.str()
+    from harness.ingest import ingest
+
+    ingest([str(bundle)], db_url)
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM test_results")).scalar() == 3
+        assert conn.execute(text("SELECT status FROM runs")).scalar() == "completed"
+    engine.dispose()
