@@ -38,6 +38,7 @@ from harness.report.dashboards import boards  # noqa: E402
 from tests.report.grafana_sql import expand  # noqa: E402
 
 SUITES = ("slow", "fa2", "quantization", "benchmark")
+JIT_ON = False  # --jit: time the panels with Postgres' JIT on (the server default), as before the role turned it off
 TABLES = ("test_results", "runs", "benchmarks", "model_measurements", "device_measurements", "culprits",
           "flaky_tests", "perf_alerts")
 
@@ -175,7 +176,9 @@ def _timed(conn: Connection, sql: TextClause, runs: int, timeout_s: float) -> di
 
 def time_queries(url: str, now: datetime, runs: int, timeout_s: float) -> list[dict[str, object]]:
     """Every dashboard query, variables at "All", over the last 7 and 90 days."""
-    engine = engine_of(url, connect_args={"options": f"-c statement_timeout={int(timeout_s * 1000)}"})
+    # As Grafana's role has them (dashboards/sql/grafana_reader.sql): statement timeout, JIT off unless --jit.
+    jit = "on" if JIT_ON else "off"
+    engine = engine_of(url, connect_args={"options": f"-c statement_timeout={int(timeout_s * 1000)} -c jit={jit}"})
     out = []
     with engine.connect() as conn:
         for days in (7, 90):
@@ -239,7 +242,11 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the database built")
     ap.add_argument("--out", help="also write the figures as JSON here")
     ap.add_argument("--timeout-s", type=float, default=30.0, help="statement timeout (Grafana's default 30 s)")
+    ap.add_argument("--jit", action="store_true", help="panels with JIT on (the server default) instead of the role's off")
+    ap.add_argument("--cli-only", action="store_true", help="with --reuse: time only the CLI verbs")
     args = ap.parse_args()
+    global JIT_ON
+    JIT_ON = args.jit
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
     admin = engine_of(args.db, isolation_level="AUTOCOMMIT")
     url, name, report = args.reuse, None, {"args": vars(args), "load": os.getloadavg()}
@@ -262,7 +269,7 @@ def main() -> None:
                 ts = conn.execute(text("SELECT max(started_at) FROM runs")).scalar()
             now = ts.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
         report["sizes"] = table_sizes(url)
-        report["queries"] = time_queries(url, now, args.runs, args.timeout_s)
+        report["queries"] = [] if args.cli_only else time_queries(url, now, args.runs, args.timeout_s)
         report["cli"] = time_cli(url, 3)
         report["load_after"] = os.getloadavg()
     finally:

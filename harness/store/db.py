@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from harness.config import DEFAULT_DB_URL
 from harness.errors import HarnessError
+from harness.store.fastpath import PG_OPTIONS
 from harness.store.revision import SCHEMA_HEAD
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -111,7 +112,7 @@ def make_engine(config: StoreConfig) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = create_engine(url, pool_pre_ping=True,
-                                   connect_args={"connect_timeout": config.connect_timeout_s})
+                                   connect_args={"connect_timeout": config.connect_timeout_s, "options": PG_OPTIONS})
     except (NoSuchModuleError, ArgumentError) as exc:
         raise StoreError(f"unusable database URL {redact(config.url)}: {exc}") from None
     return engine
