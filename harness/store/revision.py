@@ -4,4 +4,4 @@
 tests/test_store.py checks it against Alembic's own head.
 """
 
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"

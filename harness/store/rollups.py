@@ -217,8 +217,8 @@ ON CONFLICT (day, model) DO UPDATE SET n_pass = rollup_daily_models.n_pass + exc
 
 
 def _refresh_run(db: Sql, run_id: int, cutoff: datetime | None, tests: bool = True, identity: bool = True) -> None:
-    """`identity`: also the failure-identity rollups (False only in migration 0005's backfill, before the
-    columns of 0006 exist; 0006 backfills them itself)."""
+    """`identity`: also the failure-identity and per-suite rollups (False only in migration 0005's
+    backfill, before the columns and tables of 0006 / 0007 exist; those migrations backfill them)."""
     lock = " FOR NO KEY UPDATE" if db.pg else ""  # not FOR UPDATE: that one waits on every FK check
     found = db.rows("SELECT id, started_at, branch, runner_group, suites, models, status FROM runs WHERE id = ?"
                     + lock, (run_id,))
@@ -246,6 +246,10 @@ FROM ({final_sql()}) f GROUP BY coalesce(f.model, '(none)'), coalesce(f.suite, '
     _daily_add(db, run_id, key, 1)
     if identity:
         refresh_identity(db, run_id, started, key[0], _day(old[0][0]) if old else None)
+        db.run("DELETE FROM rollup_run_suites WHERE run_id = ?", (run_id,))
+        db.run("INSERT INTO rollup_run_suites (run_id, suite, n_skip, n_skip_explicit, n_total) SELECT run_id, suite,"
+               " sum(n_skip), sum(n_skip_explicit), sum(n_total) FROM rollup_run_counts WHERE run_id = ?"
+               " GROUP BY run_id, suite", (run_id,))
     totals = db.rows("SELECT coalesce(sum(n_pass), 0), coalesce(sum(n_fail), 0), coalesce(sum(n_skip), 0),"
                      " coalesce(sum(n_total), 0) FROM rollup_run_counts WHERE run_id = ?", (run_id,))[0]
     db.run("""INSERT INTO rollup_runs (run_id, day, branch, runner_group, n_pass, n_fail, n_skip, n_total, source)

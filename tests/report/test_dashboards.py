@@ -228,3 +228,24 @@ def test_pass_rate_panel_all_lanes_and_one_branch(pg_url: str) -> None:
     assert [(r.metric, r.pass_rate) for r in all_rows] == [("llama", 0.75)]  # 3 of 4 non-skipped
     assert [(r.metric, r.pass_rate) for r in main_rows] == [("llama", 0.5)]
     assert [(r.metric, r.pass_rate) for r in dev_rows] == [("llama", 1.0)]
+
+
+def test_skips_panel_every_model_and_one_model(pg_url: str) -> None:
+    """The skips-per-suite panel reads per-run x suite sums when every model is selected and the per-model
+    counts otherwise; both count the same skips (explicit ones: a skip without a platform reason)."""
+    store = Store.open(pg_url)
+    write_run(store, "a", 1, {"t::a1": "skipped", "t::a2": "passed"}, model="llama")
+    write_run(store, "b", 1, {"t::b1": "skipped", "t::b2": "skipped"}, model="mistral", hour=5)
+    store.dispose()
+    engine = create_engine(pg_url)
+    board = next(b for b in boards() if b.uid == "harness-ci-overview")
+    q = next(q for q in board.queries if q.where == "Skips that are not not-applicable, per suite")
+    every = _variables(engine, board, "")
+    assert sorted(every["model"]) == ["llama", "mistral"]
+    with engine.connect() as conn:
+        rows = {m: conn.execute(text(expand(q.sql, {**every, "model": models}))).mappings().all()
+                for m, models in (("all", every["model"]), ("llama", ["llama"]), ("mistral", ["mistral"]))}
+    engine.dispose()
+    summed = {k: rows["llama"][0][k] + rows["mistral"][0][k] for k in ("explicit_skips", "all_skips", "runs")}
+    assert [(r["suite"], r["all_skips"], r["runs"]) for r in rows["all"]] == [("slow", 3, 2)]
+    assert {k: rows["all"][0][k] for k in summed} == summed

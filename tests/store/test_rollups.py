@@ -33,6 +33,8 @@ def _snapshot(store: Store) -> dict[str, list[tuple]]:
                                      "FROM rollup_daily_models ORDER BY 1, 2"),
         "dims": table(store, "SELECT kind, value FROM rollup_dims ORDER BY 1, 2"),
         "names": table(store, "SELECT nodeid FROM rollup_test_names ORDER BY 1"),
+        "suites": table(store, "SELECT r.uuid, s.suite, s.n_skip, s.n_skip_explicit, s.n_total FROM rollup_run_suites s "
+                               "JOIN runs r ON r.id = s.run_id ORDER BY 1, 2"),
     }
 
 

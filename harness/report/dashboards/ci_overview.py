@@ -33,6 +33,8 @@ def build() -> Board:
                  " AND NOT EXISTS (SELECT 1 FROM rollup_dims WHERE kind = 'runner_group'"
                  " AND value NOT IN (${runner_group:sqlstring})))")
     days = "BETWEEN date_trunc('day', $__timeFrom()::timestamp) AND $__timeTo()::timestamp"
+    # Likewise with every model selected: the per-run x suite sums (rollup_run_suites) instead of per model.
+    all_models = "NOT EXISTS (SELECT 1 FROM rollup_dims WHERE kind = 'model' AND value NOT IN (${model:sqlstring}))"
     b.panel("timeseries", "Pass rate per model", f"""
 SELECT x.day AS time, x.model AS metric, x.passing * 1.0 / x.counted AS pass_rate
 FROM (SELECT d.day, d.model, sum(d.n_pass) AS passing, sum(d.n_total - d.n_skip) AS counted
@@ -104,14 +106,19 @@ LIMIT $top_n""", ("test", "model", "suite", "mean_s", "max_s", "runs"), fmt="tab
                         "properties": [{"id": "unit", "value": "s"}]}])
 
     b.panel("table", "Skips that are not not-applicable, per suite", f"""
-SELECT c.suite, sum(c.n_skip_explicit) AS explicit_skips, sum(c.n_skip) AS all_skips,
-       round(sum(c.n_skip_explicit)::numeric / nullif(sum(c.n_skip), 0), 3) AS explicit_share,
-       count(DISTINCT c.run_id) AS runs
-FROM runs r
-JOIN rollup_run_counts c ON c.run_id = r.id
-WHERE $__timeFilter(r.started_at) AND {RUN_FILTERS} AND c.model IN (${{model:sqlstring}}) AND c.n_skip > 0
-GROUP BY c.suite
-ORDER BY explicit_skips DESC, c.suite""", ("suite", "explicit_skips", "all_skips", "explicit_share", "runs"),
+SELECT x.suite, sum(x.n_skip_explicit) AS explicit_skips, sum(x.n_skip) AS all_skips,
+       round(sum(x.n_skip_explicit)::numeric / nullif(sum(x.n_skip), 0), 3) AS explicit_share,
+       count(DISTINCT x.run_id) AS runs
+FROM (SELECT c.run_id, c.suite, c.n_skip_explicit, c.n_skip
+      FROM runs r JOIN rollup_run_counts c ON c.run_id = r.id
+      WHERE NOT {all_models} AND $__timeFilter(r.started_at) AND {RUN_FILTERS}
+        AND c.model IN (${{model:sqlstring}}) AND c.n_skip > 0
+      UNION ALL
+      SELECT u.run_id, u.suite, u.n_skip_explicit, u.n_skip
+      FROM runs r JOIN rollup_run_suites u ON u.run_id = r.id
+      WHERE {all_models} AND $__timeFilter(r.started_at) AND {RUN_FILTERS} AND u.n_skip > 0) x
+GROUP BY x.suite
+ORDER BY explicit_skips DESC, x.suite""", ("suite", "explicit_skips", "all_skips", "explicit_share", "runs"),
             w=12, fmt="table",
             description="Skips a developer asked for (pytest.skip / skip markers without a platform reason, "
                         "xfail) beside all skips, per suite: a real skip stops hiding among platform, "
