@@ -14,7 +14,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -30,8 +30,10 @@ from slack_sdk.webhook import WebhookClient
 
 from harness.errors import HarnessError
 from harness.report.blocks import Links, Mentions, SlackMessage, SlackReport, build_report
-from harness.report.data import collect_report
-from harness.store.db import Store
+from harness.report.data import ReportData, collect_report
+
+if TYPE_CHECKING:
+    from harness.store.db import Store
 
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
@@ -203,13 +205,26 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def notify_slack(store: Store, config: SlackConfig, *, run_id: int | None = None, out: str | Path | None = None,
-                 dry_run: bool = False, links: Links | None = None, sender: Sender | None = None) -> NotifyResult:
-    """Collect the run's report, keep it as a file, and post it (unless `dry_run`)."""
+def _collect(source: Store | str | Any, run_id: int | None) -> ReportData:
+    """The report, read from a store URL (through `read_connection`, closed before anything is sent: no
+    SQLAlchemy on a current store), a `Store` or a connection."""
+    if not isinstance(source, str):
+        return collect_report(source, run_id)
+    from harness.store.reading import read_connection
+
+    with read_connection(source) as conn:
+        return collect_report(conn, run_id)
+
+
+def notify_slack(source: Store | str | Any, config: SlackConfig, *, run_id: int | None = None,
+                 out: str | Path | None = None, dry_run: bool = False, links: Links | None = None,
+                 sender: Sender | None = None) -> NotifyResult:
+    """Collect the run's report from `source` (a store URL, a `Store` or a connection), keep it as a
+    file, and post it (unless `dry_run`)."""
     if not dry_run and sender is None:
         config.validate()
     mentions = config.mentions()
-    data = collect_report(store, run_id)
+    data = _collect(source, run_id)
     report = build_report(data, links or Links.from_env(), mentions)
     payload = report.payload(config.channel)
     path = Path(out) if out else (None if dry_run else Path(".harness") / "reports" / f"slack-run-{data.run_id}.json")
