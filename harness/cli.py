@@ -255,9 +255,8 @@ def notify_slack_cmd(
     """Post the run's report to Slack; if Slack is down, keep it as a file and still exit 0."""
     from harness.config import resolve_db_url
     from harness.report.slack import SlackConfig, notify_slack, outcome_line
-    from harness.store import Store
 
-    result = notify_slack(Store.open(resolve_db_url(db)), SlackConfig.from_env(channel, users), run_id=run,
+    result = notify_slack(resolve_db_url(db), SlackConfig.from_env(channel, users), run_id=run,
                           out=out, dry_run=dry_run)
     if dry_run:
         print_json(result.payload)

@@ -6,6 +6,10 @@ other runner groups (one CI matrix); each failure is labelled with its own run's
 
 One story: `totals`, the per-model table, the failure list and the thread all come from one read of
 the final attempts; every failing test is in `failing` exactly once, as new, still failing or flaky.
+Every read is plain SQL with bound `?` parameters through `rollups.Sql`, so it runs on a DBAPI connection
+(`harness.store.reading.read_connection`: `notify slack` imports no SQLAlchemy on a current store) as
+well as on a SQLAlchemy Connection or a `Store`.
+
 A failing test is flaky only on evidence (`_flaky`, each piece judged by `harness_bisect.flaky.is_flaky`),
 always about the same failure signature (a test that fails two different ways is not flaky):
 its attempts in this run disagree, a
@@ -17,15 +21,19 @@ run, is never called flaky on an old record.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harness_bisect.flaky import Flaky, is_flaky, observe_signature
-from sqlalchemy import and_, func, or_, select
 
 from harness.errors import HarnessError
-from harness.store.db import Store
-from harness.store.schema import FAILING_OUTCOMES, Culprit, FlakyTest, PerfAlert, Run, TestResult
+from harness.store.rollups import FAILING_OUTCOMES, Sql
+
+if TYPE_CHECKING:
+    from harness.store.db import Store
 
 
 class ReportError(HarnessError):
@@ -138,43 +146,118 @@ NO_GROUP = "(no group)"
 HISTORY_RUNS = 50  # earlier runs of the same runner groups searched for a test's past failures
 
 
-def _siblings(session: Any, run: Any) -> list[Any]:
+class _Run(NamedTuple):
+    """The columns of a run the report reads."""
+
+    id: int
+    commit_sha: str | None
+    workflow: str | None
+    event: str | None
+    branch: str | None
+    repo: str | None
+    commit_subject: str | None
+    runner_group: str | None
+    gpu_name: str | None
+    gpu_count: int | None
+    status: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class _Result(NamedTuple):
+    """A stored test result (one attempt) as the report reads it."""
+
+    run_id: int
+    nodeid: str
+    nodeid_hash: str
+    model: str | None
+    suite: str | None
+    outcome: str
+    message: str | None
+    attempt: int | None
+    device: str | None
+    exception: str | None
+    signature: str | None
+
+
+class _FlakyRecord(NamedTuple):
+    """A `flaky_tests` row."""
+
+    nodeid: str
+    nodeid_hash: str
+    device: str | None
+    signature: str | None
+    failures: int
+    attempts: int
+    last_run_id: int | None
+
+
+def _when(value: Any) -> datetime | None:
+    """A DateTime column as a datetime (sqlite3 returns the stored text, psycopg2 a datetime)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _cols(row: type, alias: str) -> str:
+    """The select list of a row type: its field names (identifiers, never values)."""
+    return ", ".join(f"{alias}.{name}" for name in row._fields)  # type: ignore[attr-defined]
+
+
+def _marks(values: Any) -> str:
+    """One bound `?` per value, for `IN (...)`."""
+    return ", ".join(["?"] * len(values))
+
+
+@contextmanager
+def _connection(source: Any) -> Iterator[Any]:
+    """What `Sql` reads through: a `Store` lends a SQLAlchemy Connection, a connection is used as it is."""
+    engine = None if hasattr(source, "exec_driver_sql") else getattr(source, "engine", None)
+    if engine is None:
+        yield source
+        return
+    with engine.connect() as conn:
+        yield conn
+
+
+def _runs(db: Sql, where: str, params: tuple = (), order: str = "") -> list[_Run]:
+    rows = db.rows(f"SELECT {_cols(_Run, 'r')} FROM runs r WHERE {where}{order}", params)
+    return [r._replace(started_at=_when(r.started_at), finished_at=_when(r.finished_at))
+            for r in (_Run(*row) for row in rows)]
+
+
+def _siblings(db: Sql, run: _Run) -> list[_Run]:
     """The run and the other runner groups' runs of the same commit, workflow and event."""
     if not (run.commit_sha and run.workflow):
         return [run]
-    r = Run.__table__
-    rows = session.execute(select(r).where(and_(
-        r.c.commit_sha == run.commit_sha, r.c.workflow == run.workflow,
-        r.c.event == run.event if run.event is not None else r.c.event.is_(None),
-        r.c.runner_group.is_distinct_from(run.runner_group) | (r.c.id == run.id),
-    )).order_by(r.c.started_at.desc(), r.c.id.desc())).all()
-    latest: dict[Any, Any] = {}
+    rows = _runs(db, f"r.commit_sha = ? AND r.workflow = ? AND r.event {db.same} ?"
+                     f" AND (NOT (r.runner_group {db.same} ?) OR r.id = ?)",
+                 (run.commit_sha, run.workflow, run.event, run.runner_group, run.id),
+                 " ORDER BY r.started_at DESC, r.id DESC")
+    latest: dict[Any, _Run] = {}
     for row in rows:  # one run per runner group: the newest, and always the requested run itself
         if row.id == run.id or row.runner_group not in latest:
             latest[row.runner_group] = row if row.runner_group != run.runner_group else run
     return sorted(latest.values(), key=lambda x: x.id)
 
 
-def _final_results(session: Any, run_ids: list[int]) -> list[Any]:
+def _final_results(db: Sql, run_ids: list[int]) -> list[_Result]:
     """The last attempt of every test of these runs."""
-    t = TestResult.__table__
-    last = (select(t.c.run_id, t.c.nodeid_hash, func.max(t.c.attempt).label("attempt"))
-            .where(t.c.run_id.in_(run_ids)).group_by(t.c.run_id, t.c.nodeid_hash).subquery())
-    return session.execute(select(t).join(last, and_(
-        t.c.run_id == last.c.run_id, t.c.nodeid_hash == last.c.nodeid_hash,
-        t.c.attempt == last.c.attempt))).all()
+    rows = db.rows(f"SELECT {_cols(_Result, 't')} FROM test_results t JOIN ("
+                   "SELECT run_id, nodeid_hash, max(attempt) AS attempt FROM test_results"
+                   f" WHERE run_id IN ({_marks(run_ids)}) GROUP BY run_id, nodeid_hash) f"
+                   " ON t.run_id = f.run_id AND t.nodeid_hash = f.nodeid_hash AND t.attempt = f.attempt", run_ids)
+    return [_Result(*row) for row in rows]
 
 
-def _culprits(session: Any, hashes: set[str], run_ids: list[int]) -> dict[str, CulpritInfo]:
+def _culprits(db: Sql, hashes: set[str], run_ids: list[int]) -> dict[str, CulpritInfo]:
     """Culprit per test: one found for these runs first, else the most recent one."""
     if not hashes:
         return {}
-    c = Culprit.__table__
-    rows = session.execute(select(c).where(c.c.nodeid_hash.in_(sorted(hashes)))
-                           .order_by(c.c.created_at, c.c.id)).all()
+    keys = sorted(hashes)
+    rows = db.rows("SELECT c.nodeid_hash, c.run_id, c.created_at, c.id, c.commit_sha, c.author, c.email, c.subject,"
+                   f" c.pr FROM culprits c WHERE c.nodeid_hash IN ({_marks(keys)}) ORDER BY c.created_at, c.id", keys)
     out: dict[str, CulpritInfo] = {}
-    for row in sorted(rows, key=lambda x: (x.run_id in run_ids, x.created_at, x.id)):
-        out[row.nodeid_hash] = CulpritInfo(row.commit_sha, row.author, row.email, row.subject, row.pr)
+    for h, _, _, _, *info in sorted(rows, key=lambda x: (x[1] in run_ids, _when(x[2]) or datetime.min, x[3])):
+        out[h] = CulpritInfo(*info)
     return out
 
 
@@ -188,35 +271,39 @@ class _NoBaseline:
     fixed: tuple = ()
 
 
-def _new_failures(store: Store, run_id: int) -> Any:
-    from harness.triage.new_failures import NoBaselineError, find_new_failures
+def _new_failures(conn: Any, run_id: int) -> Any:
+    # TEMPORARY shim (revert this commit once harness.triage.find_new_failures takes a connection): the
+    # rollups SQL find_new_failures runs (baseline_of, classify), without importing harness.triage.
+    from types import SimpleNamespace
 
-    try:
-        return find_new_failures(store, run_id)
-    except NoBaselineError:
+    from harness.store import rollups
+
+    baseline = rollups.baseline_of(conn, run_id)
+    if baseline is None:
         return _NoBaseline()
+    rows = rollups.classify(conn, run_id, baseline)
+    return SimpleNamespace(baseline_id=baseline, new=[SimpleNamespace(**r) for r in rows if r["kind"] == "new"],
+                           fixed=[r for r in rows if r["kind"] == "fixed"])
 
 
-def collect_report(store: Store, run_id: int | None = None) -> ReportData:
-    """Read everything the report needs about `run_id` (default: the latest run) from the store."""
-    with store.session() as session:
-        r = Run.__table__
-        query = select(r).where(r.c.id == run_id) if run_id is not None else (
-            select(r).order_by(r.c.started_at.desc(), r.c.id.desc()).limit(1))
-        run = session.execute(query).first()
-        if run is None:
+def collect_report(source: Store | Any, run_id: int | None = None) -> ReportData:
+    """Read everything the report needs about `run_id` (default: the latest run). `source`: a DBAPI
+    connection (`harness.store.reading.read_connection`), a SQLAlchemy Connection or a `Store`."""
+    with _connection(source) as conn:
+        db = Sql(conn)
+        found = (_runs(db, "r.id = ?", (run_id,)) if run_id is not None else
+                 _runs(db, "1 = 1", (), " ORDER BY r.started_at DESC, r.id DESC LIMIT 1"))
+        if not found:
             raise ReportError(f"no run {run_id} in the store" if run_id is not None else
                               "the store has no runs yet: run `harness run` or `harness ingest` first")
-        runs = _siblings(session, run)
-        ids = [x.id for x in runs]
-        results = _final_results(session, ids)
-    deltas = {rid: _new_failures(store, rid) for rid in ids}
-    with store.session() as session:
-        data = _assemble(session, run, runs, results, deltas)
-    return data
+        run = found[0]
+        runs = _siblings(db, run)
+        results = _final_results(db, [x.id for x in runs])
+        deltas = {x.id: _new_failures(conn, x.id) for x in runs}
+        return _assemble(db, run, runs, results, deltas)
 
 
-def _assemble(session: Any, run: Any, runs: list[Any], results: list[Any], deltas: dict[int, Any]) -> ReportData:
+def _assemble(db: Sql, run: _Run, runs: list[_Run], results: list[_Result], deltas: dict[int, Any]) -> ReportData:
     ids = [x.id for x in runs]
     group = {x.id: x.runner_group or NO_GROUP for x in runs}
     totals: dict[str, int] = defaultdict(int)
@@ -225,9 +312,9 @@ def _assemble(session: Any, run: Any, runs: list[Any], results: list[Any], delta
         totals[row.outcome] += 1
         if row.outcome in FAILING_OUTCOMES:
             failing[(row.run_id, row.nodeid)] = row
-    culprits = _culprits(session, {row.nodeid_hash for row in failing.values()}, ids)
-    here = _culprit_hashes_of(session, ids)
-    flaky = _flaky(session, runs, list(failing.values()), results, here)
+    culprits = _culprits(db, {row.nodeid_hash for row in failing.values()}, ids)
+    here = _culprit_hashes_of(db, ids)
+    flaky = _flaky(db, runs, list(failing.values()), results, here)
     flaky_failing = {f.nodeid for f in flaky if f.failed}
     new_keys = {(rid, d.nodeid) for rid, nf in deltas.items() for d in nf.new}
     items = []
@@ -250,43 +337,42 @@ def _assemble(session: Any, run: Any, runs: list[Any], results: list[Any], delta
         baseline_run_id=getattr(main_delta, "baseline_id", None),
         models=sorted((ModelRow(m, dict(c)) for m, c in per_model.items()), key=lambda m: (-m.total, m.model)),
         failing=items, fixed=sum(len(nf.fixed) for nf in deltas.values()),
-        flaky=flaky, perf_alerts=_perf_alerts(session, run, ids))
+        flaky=flaky, perf_alerts=_perf_alerts(db, run, ids))
 
 
-def _culprit_hashes_of(session: Any, run_ids: list[int]) -> set[str]:
+def _culprit_hashes_of(db: Sql, run_ids: list[int]) -> set[str]:
     """Tests a bisect of these runs pinned to a commit: broken, not flaky."""
-    c = Culprit.__table__
-    return set(session.execute(select(c.c.nodeid_hash).where(c.c.run_id.in_(run_ids))).scalars())
+    return {row[0] for row in db.rows(f"SELECT c.nodeid_hash FROM culprits c WHERE c.run_id IN ({_marks(run_ids)})",
+                                      run_ids)}
 
 
-def _failed_before(session: Any, runs: list[Any], hashes: set[str]) -> set[str]:
+def _failed_before(db: Sql, runs: list[_Run], hashes: set[str]) -> set[str]:
     """Of `hashes`, the tests that failed in one of the last HISTORY_RUNS earlier runs of these runner groups."""
     if not hashes:
         return set()
-    r, t = Run.__table__, TestResult.__table__
     first = min(x.id for x in runs)
     groups = [x.runner_group for x in runs if x.runner_group]
-    cond = r.c.runner_group.in_(groups) if groups else r.c.runner_group.is_(None)
-    earlier = select(r.c.id).where(and_(r.c.id < first, cond)).order_by(r.c.id.desc()).limit(HISTORY_RUNS)
-    earlier_ids = list(session.execute(earlier).scalars())
-    if not earlier_ids:
+    cond = f"r.runner_group IN ({_marks(groups)})" if groups else "r.runner_group IS NULL"
+    earlier = [row[0] for row in db.rows(f"SELECT r.id FROM runs r WHERE r.id < ? AND {cond}"
+                                         " ORDER BY r.id DESC LIMIT ?", (first, *groups, HISTORY_RUNS))]
+    if not earlier:
         return set()
-    rows = session.execute(select(t.c.nodeid_hash).where(and_(
-        t.c.nodeid_hash.in_(sorted(hashes)), t.c.run_id.in_(earlier_ids),
-        t.c.outcome.in_(FAILING_OUTCOMES))).distinct()).scalars()
-    return set(rows)
+    keys = sorted(hashes)
+    rows = db.rows(f"SELECT DISTINCT t.nodeid_hash FROM test_results t WHERE t.nodeid_hash IN ({_marks(keys)})"
+                   f" AND t.run_id IN ({_marks(earlier)}) AND t.outcome IN ({_marks(FAILING_OUTCOMES)})",
+                   (*keys, *earlier, *FAILING_OUTCOMES))
+    return {row[0] for row in rows}
 
 
-def _flaky(session: Any, runs: list[Any], failing: list[Any], results: list[Any], broken: set[str]) -> list[Flaky]:
+def _flaky(db: Sql, runs: list[_Run], failing: list[_Result], results: list[_Result], broken: set[str]) -> list[Flaky]:
     """Tests of these runs with flaky evidence (see the module docstring), never one with a culprit here."""
-    t, f = TestResult.__table__, FlakyTest.__table__
     ids = [x.id for x in runs]
     final = {(row.run_id, row.nodeid_hash): row for row in results}
     retried = sorted({h for (_, h), row in final.items() if (row.attempt or 1) > 1})  # only these can disagree
-    attempts = session.execute(select(t.c.run_id, t.c.nodeid_hash, t.c.nodeid, t.c.outcome, t.c.device,
-                                      t.c.signature).where(
-        and_(t.c.run_id.in_(ids), t.c.nodeid_hash.in_(retried)))).all() if retried else []
-    tried: dict[tuple[int, str], list[Any]] = defaultdict(list)
+    attempts = [_Result(*row) for row in db.rows(
+        f"SELECT {_cols(_Result, 't')} FROM test_results t WHERE t.run_id IN ({_marks(ids)})"
+        f" AND t.nodeid_hash IN ({_marks(retried)})", (*ids, *retried))] if retried else []
+    tried: dict[tuple[int, str], list[_Result]] = defaultdict(list)
     for a in attempts:
         tried[(a.run_id, a.nodeid_hash)].append(a)
     out: dict[str, Flaky] = {}
@@ -299,14 +385,16 @@ def _flaky(session: Any, runs: list[Any], failing: list[Any], results: list[Any]
                                  signature=way, device=last.device or "", last_failed=failed)
         if seen is not None and key[1] not in broken:
             out[last.nodeid] = seen
-    hashes = {row.nodeid_hash for row in failing} - broken
+    hashes = sorted({row.nodeid_hash for row in failing} - broken)
     if not hashes:
         return sorted(out.values(), key=lambda x: (-x.fail_rate, x.nodeid))
     ways = {row.nodeid_hash: row.signature for row in failing}
-    records = [row for row in session.execute(select(f).where(f.c.nodeid_hash.in_(sorted(hashes)))).all()
+    stored = db.rows(f"SELECT {_cols(_FlakyRecord, 'f')} FROM flaky_tests f WHERE f.nodeid_hash IN ({_marks(hashes)})",
+                     hashes)
+    records = [row for row in map(_FlakyRecord._make, stored)
                if is_flaky(row.failures, row.attempts)  # a record of another way of failing is no evidence
                and (not row.signature or not ways.get(row.nodeid_hash) or row.signature == ways[row.nodeid_hash])]
-    failed_before = _failed_before(session, runs, {row.nodeid_hash for row in records})
+    failed_before = _failed_before(db, runs, {row.nodeid_hash for row in records})
     for row in records:  # evidence 2: recorded flaky by this run's confirmation / bisect, or 3: record + history
         if row.last_run_id in ids or row.nodeid_hash in failed_before:
             out.setdefault(row.nodeid, Flaky(row.nodeid, row.device or "", row.failures, row.attempts,
@@ -314,15 +402,14 @@ def _flaky(session: Any, runs: list[Any], failing: list[Any], results: list[Any]
     return sorted(out.values(), key=lambda x: (-x.fail_rate, x.nodeid))
 
 
-def _perf_alerts(session: Any, run: Any, run_ids: list[int]) -> list[PerfAlertItem]:
-    p = PerfAlert.__table__
-    cond = p.c.run_id.in_(run_ids)
+def _perf_alerts(db: Sql, run: _Run, run_ids: list[int]) -> list[PerfAlertItem]:
+    cond, params = f"p.run_id IN ({_marks(run_ids)})", [*run_ids]
     if run.commit_sha:
-        cond = or_(cond, p.c.commit_after == run.commit_sha)
-    rows = session.execute(select(p).where(cond).order_by(p.c.direction.desc(), p.c.magnitude.desc())).all()
-    return [PerfAlertItem(row.metric, row.model, row.gpu_name, row.commit_before, row.commit_after,
-                          row.value_before, row.value_after, row.magnitude, row.p_value, row.direction)
-            for row in rows]
+        cond, params = f"({cond} OR p.commit_after = ?)", [*run_ids, run.commit_sha]
+    rows = db.rows("SELECT p.metric, p.model, p.gpu_name, p.commit_before, p.commit_after, p.value_before,"
+                   f" p.value_after, p.magnitude, p.p_value, p.direction FROM perf_alerts p WHERE {cond}"
+                   " ORDER BY p.direction DESC, p.magnitude DESC", params)
+    return [PerfAlertItem(*row) for row in rows]
 
 
 def wall_time_text(seconds: float | None) -> str:

@@ -2,7 +2,8 @@
 
 A bot token (SLACK_BOT_TOKEN) posts with chat.postMessage and puts failure details in the thread; an
 incoming webhook (SLACK_WEBHOOK_URL) posts the main message only (webhooks cannot thread). Both retry
-with backoff on 429 and 5xx (slack-sdk retry handlers). The payload is always written to a file
+with backoff on 429 and 5xx (slack-sdk retry handlers; the senders live in `slack_send`, imported only
+when a report is sent, so that `--dry-run` loads no slack-sdk). The payload is always written to a file
 first; when Slack stays unreachable or refuses the message, that file is the report, the command
 says so and still exits 0 so chat never fails CI. Tokens and webhook URLs never appear in output.
 """
@@ -11,27 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry import (
-    BackoffRetryIntervalCalculator,
-    ConnectionErrorRetryHandler,
-    Jitter,
-    RateLimitErrorRetryHandler,
-    RetryHandler,
-)
-from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
-from slack_sdk.webhook import WebhookClient
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.errors import HarnessError
-from harness.report.blocks import Links, Mentions, SlackMessage, SlackReport, build_report
-from harness.report.data import collect_report
-from harness.store.db import Store
+from harness.report.blocks import Links, Mentions, SlackReport, build_report
+from harness.report.data import ReportData, collect_report
+
+if TYPE_CHECKING:
+    from harness.store.db import Store
 
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
@@ -119,66 +109,10 @@ def _env_number(name: str, default: Any, kind: type) -> Any:
     return value
 
 
-class _ProportionalJitter(Jitter):
-    """Up to +25 % of the interval (slack-sdk's default adds up to a whole second)."""
-
-    def recalculate(self, duration: float) -> float:
-        return duration * (1.0 + 0.25 * random.random())
-
-
-def retry_handlers(config: SlackConfig) -> list[RetryHandler]:
-    calc = BackoffRetryIntervalCalculator(backoff_factor=config.backoff_s, jitter=_ProportionalJitter())
-    return [RateLimitErrorRetryHandler(max_retry_count=config.max_retries),
-            ServerErrorRetryHandler(max_retry_count=config.max_retries, interval_calculator=calc),
-            ConnectionErrorRetryHandler(max_retry_count=config.max_retries, interval_calculator=calc)]
-
-
 class Sender(Protocol):
     """Delivers a report; returns how many messages Slack accepted."""
 
     def send(self, report: SlackReport) -> int: ...
-
-
-class BotSender:
-    """chat.postMessage with a bot token; failure details go in the message's thread."""
-
-    def __init__(self, config: SlackConfig) -> None:
-        self.config = config
-        self.client = WebClient(token=config.bot_token, base_url=config.base_url, timeout=config.timeout_s,
-                                retry_handlers=retry_handlers(config))
-
-    def _post(self, message: SlackMessage, thread_ts: str | None = None) -> str:
-        resp = self.client.chat_postMessage(channel=self.config.channel or "", text=message.text,
-                                            blocks=message.blocks, thread_ts=thread_ts,
-                                            unfurl_links=False, unfurl_media=False)
-        return str(resp["ts"])
-
-    def send(self, report: SlackReport) -> int:
-        self.sent = 0
-        ts = self._post(report.main)
-        self.sent = 1
-        for reply in report.replies:
-            self._post(reply, thread_ts=ts)
-            self.sent += 1
-        return self.sent
-
-
-class WebhookSender:
-    """An incoming webhook: the main message only (webhooks cannot post into a thread)."""
-
-    def __init__(self, config: SlackConfig) -> None:
-        self.client = WebhookClient(config.webhook_url or "", timeout=config.timeout_s,
-                                    retry_handlers=retry_handlers(config))
-
-    def send(self, report: SlackReport) -> int:
-        resp = self.client.send(text=report.main.text, blocks=report.main.blocks, unfurl_links=False)
-        if resp.status_code != 200:
-            raise SlackError(f"the webhook answered HTTP {resp.status_code}: {str(resp.body)[:200]}")
-        return 1
-
-
-def make_sender(config: SlackConfig) -> Sender:
-    return BotSender(config) if config.bot_token else WebhookSender(config)
 
 
 @dataclass
@@ -193,23 +127,26 @@ class NotifyResult:
     payload: dict[str, Any] | None = None
 
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, SlackApiError):
-        status = getattr(exc.response, "status_code", "?")
-        data = exc.response.data if isinstance(exc.response.data, dict) else {}
-        return f"HTTP {status}, error {data.get('error', 'unknown')}"
-    if isinstance(exc, SlackError):
-        return exc.message
-    return f"{type(exc).__name__}: {exc}"
+def _collect(source: Store | str | Any, run_id: int | None) -> ReportData:
+    """The report, read from a store URL (through `read_connection`, closed before anything is sent: no
+    SQLAlchemy on a current store), a `Store` or a connection."""
+    if not isinstance(source, str):
+        return collect_report(source, run_id)
+    from harness.store.reading import read_connection
+
+    with read_connection(source) as conn:
+        return collect_report(conn, run_id)
 
 
-def notify_slack(store: Store, config: SlackConfig, *, run_id: int | None = None, out: str | Path | None = None,
-                 dry_run: bool = False, links: Links | None = None, sender: Sender | None = None) -> NotifyResult:
-    """Collect the run's report, keep it as a file, and post it (unless `dry_run`)."""
+def notify_slack(source: Store | str | Any, config: SlackConfig, *, run_id: int | None = None,
+                 out: str | Path | None = None, dry_run: bool = False, links: Links | None = None,
+                 sender: Sender | None = None) -> NotifyResult:
+    """Collect the run's report from `source` (a store URL, a `Store` or a connection), keep it as a
+    file, and post it (unless `dry_run`)."""
     if not dry_run and sender is None:
         config.validate()
     mentions = config.mentions()
-    data = collect_report(store, run_id)
+    data = _collect(source, run_id)
     report = build_report(data, links or Links.from_env(), mentions)
     payload = report.payload(config.channel)
     path = Path(out) if out else (None if dry_run else Path(".harness") / "reports" / f"slack-run-{data.run_id}.json")
@@ -219,13 +156,15 @@ def notify_slack(store: Store, config: SlackConfig, *, run_id: int | None = None
     result = NotifyResult(run_id=data.run_id, out=path, payload=payload)
     if dry_run:
         return result
+    from harness.report.slack_send import SEND_ERRORS, describe, make_sender  # slack-sdk: only when sending
+
     sender = sender or make_sender(config)
     try:
         result.posted = sender.send(report)
         result.delivered = True
-    except (SlackApiError, SlackClientError, SlackError, OSError) as exc:
+    except SEND_ERRORS as exc:
         result.posted = getattr(sender, "sent", 0)
-        result.error = config.redact(_describe(exc))
+        result.error = config.redact(describe(exc))
     return result
 
 

@@ -33,7 +33,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-FAILING = "('failed', 'error', 'crashed', 'timeout', 'xpass')"
+FAILING_OUTCOMES = ("failed", "error", "crashed", "timeout", "xpass")
+FAILING = "(" + ", ".join(f"'{o}'" for o in FAILING_OUTCOMES) + ")"  # constants, as SQL text
 PASSING = "('passed', 'xfail')"
 MESSAGE_CHARS = 500
 PRUNED_KEY = "pruned_before"

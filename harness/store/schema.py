@@ -26,12 +26,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from harness.store.rollups import FAILING_OUTCOMES as FAILING_OUTCOMES  # re-exported: defined with the SQL
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments INTEGER PRIMARY KEY; Postgres gets BIGSERIAL for the big tables.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfail", "xpass", "crashed", "timeout")
-FAILING_OUTCOMES = ("failed", "error", "crashed", "timeout", "xpass")
 RUN_STATUSES = ("running", "completed", "failed", "cancelled", "partial", "abandoned")
 
 
