@@ -272,18 +272,12 @@ class _NoBaseline:
 
 
 def _new_failures(conn: Any, run_id: int) -> Any:
-    # TEMPORARY shim (revert this commit once harness.triage.find_new_failures takes a connection): the
-    # rollups SQL find_new_failures runs (baseline_of, classify), without importing harness.triage.
-    from types import SimpleNamespace
+    from harness.triage.new_failures import NoBaselineError, find_new_failures
 
-    from harness.store import rollups
-
-    baseline = rollups.baseline_of(conn, run_id)
-    if baseline is None:
+    try:
+        return find_new_failures(conn, run_id)
+    except NoBaselineError:
         return _NoBaseline()
-    rows = rollups.classify(conn, run_id, baseline)
-    return SimpleNamespace(baseline_id=baseline, new=[SimpleNamespace(**r) for r in rows if r["kind"] == "new"],
-                           fixed=[r for r in rows if r["kind"] == "fixed"])
 
 
 def collect_report(source: Store | Any, run_id: int | None = None) -> ReportData:
