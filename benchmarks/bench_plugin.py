@@ -1,7 +1,8 @@
 """Cost of the harness plugin: 400 trivial tests, plain pytest vs `--harness-db` (Postgres), side by side.
 
 Runs alternate (plain, bundle only, plugin to Postgres, plain, ...) so drift hits all equally; the
-figures are ratios of medians. Usage: python benchmarks/bench_plugin.py [--runs 11] [--tests 400] [--db URL]
+figures are ratios of medians. After each plugin run the script waits, untimed, until the run's rollups
+are refreshed (the sidecar's detached child does that after pytest exits) and reports that wait apart. Usage: python benchmarks/bench_plugin.py [--runs 11] [--tests 400] [--db URL]
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ def timed(argv: list[str], cwd: Path) -> float:
     return elapsed
 
 
+def settle(url: str) -> float:
+    """Wait until no run's rollups are owed (the sidecar refreshes them in a detached child after pytest
+    exits: harness/store/pending.py); returns the seconds waited."""
+    from harness.store import pending
+
+    engine = create_engine(url)
+    start = time.perf_counter()
+    with engine.connect() as conn:
+        while pending.owed(conn):
+            conn.rollback()
+            time.sleep(0.005)
+    engine.dispose()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=11)
@@ -50,11 +66,13 @@ def main() -> None:
             make_suite(root, args.tests)
             base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_trivial.py"]
             timed(base + ["--harness-db", url], root)  # warm-up; migrates the database once
-            plain, bundle, plugin = [], [], []
+            settle(url)
+            plain, bundle, plugin, after = [], [], [], []
             for i in range(args.runs):
                 plain.append(timed(base, root))
                 bundle.append(timed(base + [f"--harness-bundle={root}/b{i}.jsonl"], root))
                 plugin.append(timed(base + [f"--harness-db={url}"], root))
+                after.append(settle(url))  # the sidecar's detached rollup refresh: not pytest's wall, not the next run's
             rows = create_engine(url).connect().execute(text("SELECT count(*) FROM test_results")).scalar()
             assert rows == args.tests * (args.runs + 1), rows
     finally:
@@ -62,7 +80,8 @@ def main() -> None:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     mp, mb, mg = statistics.median(plain), statistics.median(bundle), statistics.median(plugin)
     print(f"tests={args.tests} runs={args.runs} (alternating) medians: plain {mp:.3f}s, bundle only {mb:.3f}s "
-          f"({mb / mp:.3f}x), plugin->postgres {mg:.3f}s ({mg / mp:.3f}x); rows checked: {rows}")
+          f"({mb / mp:.3f}x), plugin->postgres {mg:.3f}s ({mg / mp:.3f}x); rows checked: {rows}; rollups settled "
+          f"{statistics.median(after) * 1000:.0f} ms (median) after pytest exited")
 
 
 if __name__ == "__main__":

@@ -171,11 +171,14 @@ def plain_json(value: Any, path: str = "value") -> Any:
     raise NotJSONError(path, value)
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode  # one encoder: a line per test
+
+
 def to_line(record: Record) -> str:
     """One bundle line; raises NotJSONError (naming the field) for a value that is not plain JSON."""
     data = {"kind": _KIND_OF[type(record)], **record.__dict__}  # flat dataclasses: no deep copy needed
     try:
-        return json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"
+        return _encode(data) + "\n"
     except (TypeError, ValueError):  # coerce (numpy scalars...) or raise naming the field
         return json.dumps(plain_json(data, _KIND_OF[type(record)]), ensure_ascii=False, allow_nan=False) + "\n"
 

@@ -115,6 +115,8 @@ def attribute(nodeid: str, params: Mapping[str, Any], known: Iterable[str], rule
         value = params.get(key)
         if isinstance(value, str) and (value in names or not names) and value:
             return value
+    if not names and not rules.ids and not rules.regex and not rules.path:
+        return None  # nothing else could match: no known models, no rules (a plain pytest session)
     values = [v for v in params.values() if isinstance(v, str)]
     pid = param_id(nodeid)
     for value in [*(params.get(k) for k in rules.params if isinstance(params.get(k), str)), *values,

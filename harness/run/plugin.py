@@ -137,6 +137,21 @@ def _model_from_path(path: str, known: tuple[str, ...]) -> str | None:
     return None
 
 
+def _benchmark_marked(item: pytest.Item, parents: dict[Any, bool]) -> bool:
+    """`item.get_closest_marker("benchmark") is not None`, with each parent node looked at once."""
+    if any(m.name == "benchmark" for m in item.own_markers):
+        return True
+    chain, node = [], item.parent
+    while node is not None and node not in parents:
+        chain.append(node)
+        node = node.parent
+    found = parents[node] if node is not None else False
+    for node in reversed(chain):
+        found = found or any(m.name == "benchmark" for m in node.own_markers)
+        parents[node] = found
+    return found
+
+
 class ItemAnnotator:
     """Runs where tests run (worker or single process): tags reports with model and device."""
 
@@ -148,10 +163,11 @@ class ItemAnnotator:
                                       items: list[pytest.Item]) -> None:
         """Tag every item once (model, device); reports carry the tags to the controller."""
         benchmarks = False
+        parents: dict[Any, bool] = {}
         for item in items:
             item.user_properties.append(("harness_model", attribute_model(item, self.known)))
             item.user_properties.append(("harness_device", self.device))
-            benchmarks = benchmarks or item.get_closest_marker("benchmark") is not None
+            benchmarks = benchmarks or _benchmark_marked(item, parents)
         if benchmarks and not config.pluginmanager.has_plugin("harness-sampler"):
             config.pluginmanager.register(BenchmarkSampling(), "harness-sampler")
 
@@ -164,9 +180,11 @@ class ItemAnnotator:
         if call.excinfo is not None and not report.passed:  # failing or skipped: name what was raised
             report.harness_exception = qualified_type(call.excinfo.type)  # crosses xdist as a report attribute
         props = item.user_properties
-        if not all(type(v) in PLAIN for _, v in props):
-            props[:] = coerce_properties(props)
-            report.user_properties = list(props)
+        for _, value in props:
+            if type(value) not in PLAIN:
+                props[:] = coerce_properties(props)
+                report.user_properties = list(props)
+                break
         return report
 
 

@@ -108,7 +108,7 @@ class BundleFollower:
 
 
 HEARTBEAT_S = 15.0  # as `harness run`: a run followed here is alive while its sidecar is
-POLL_S = 0.25  # live batches: the results of the last quarter second, so that little is left at the end
+POLL_S = 1.0  # live batches once a second: a short session is written in one transaction, at its end
 ROLLUPS_EVERY_S = 10.0  # live batches refresh the rollups at most this often (each one marks them owed)
 
 
