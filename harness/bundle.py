@@ -174,8 +174,43 @@ def plain_json(value: Any, path: str = "value") -> Any:
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode  # one encoder: a line per test
 
 
+_quote = json.encoder.encode_basestring  # what the encoder above writes for a str (ensure_ascii off)
+_RESULT_TEXT = ("model", "suite", "message", "worker", "device", "started_at", "exception", "signature",
+                "skip_category", "output_tail")
+
+
+def _result_line(r: ResultRecord) -> str | None:
+    """The line of a result, written field by field (a line per test: ~3x faster than the encoder);
+    None when a value is not of its declared type (the encoder then decides, or names the field)."""
+    dur, attempt = r.duration_s, r.attempt
+    if type(r.run) is not str or type(r.nodeid) is not str or type(r.outcome) is not str or \
+            type(dur) is not float or type(attempt) is not int or dur != dur or dur in (_INF, -_INF):
+        return None
+    d = r.__dict__
+    text = []
+    for name in _RESULT_TEXT:
+        v = d[name]
+        if v is None:
+            text.append("null")
+        elif type(v) is str:
+            text.append(_quote(v))
+        else:
+            return None
+    return (f'{{"kind": "result", "run": {_quote(r.run)}, "nodeid": {_quote(r.nodeid)}, "outcome": '
+            f'{_quote(r.outcome)}, "duration_s": {dur!r}, "model": {text[0]}, "suite": {text[1]}, "message": '
+            f'{text[2]}, "attempt": {attempt}, "worker": {text[3]}, "device": {text[4]}, "started_at": {text[5]}, '
+            f'"exception": {text[6]}, "signature": {text[7]}, "skip_category": {text[8]}, "output_tail": {text[9]}}}\n')
+
+
+_INF = float("inf")
+
+
 def to_line(record: Record) -> str:
     """One bundle line; raises NotJSONError (naming the field) for a value that is not plain JSON."""
+    if type(record) is ResultRecord:
+        line = _result_line(record)
+        if line is not None:
+            return line
     data = {"kind": _KIND_OF[type(record)], **record.__dict__}  # flat dataclasses: no deep copy needed
     try:
         return _encode(data) + "\n"

@@ -273,11 +273,10 @@ class Recorder:
             return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        when, passed = report.when, report.passed
-        state = self.pending.get(report.nodeid)
+        when, passed, nodeid = report.when, report.passed, report.nodeid
+        state = self.pending.get(nodeid)
         if state is None:
-            state = self.pending[report.nodeid] = {"duration": 0.0, "outcome": None, "message": None,
-                                                   "start": report.start}
+            state = self.pending[nodeid] = {"duration": 0.0, "outcome": None, "message": None, "start": report.start}
         state["duration"] += report.duration or 0.0
         if passed and when != "teardown" and not hasattr(report, "wasxfail"):
             if when == "call":
@@ -302,7 +301,7 @@ class Recorder:
             state["outcome"], state["message"] = "error", failure_message(report)
             state["exc"] = getattr(report, "harness_exception", None)
         if when in ("teardown", "???"):
-            self._finish(report.nodeid)
+            self._finish(nodeid)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """A module that fails to import or collect is an `error` result under its own node id."""
