@@ -201,6 +201,7 @@ def ingest(paths: list[str], db_url: str | None, batch_size: int = BATCH_SIZE) -
                         setattr(report.added, key, getattr(report.added, key) + getattr(stats, key))
                 else:
                     _write_pipelined(fast, store, records, batch_size, report.added)
+                    fast.refresh_rollups()  # each run's rollups once, from everything the file held
             finally:
                 log.close()
             if log.count:
@@ -262,7 +263,7 @@ def _write_pipelined(fast: FastWriter, store: Store, records: Iterator[Record], 
         while (item := batches.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            rest = fast.write_prepared(item)
+            rest = fast.write_prepared(item, refresh=False)  # rollups once per file, below: not per batch
             if rest:
                 total.benchmarks += write_records(store, rest).benchmarks
             total.records += item.count + len(item.headers) + len(item.ends) + len(item.rest)

@@ -332,17 +332,17 @@ class FastWriter:
         self.results_added += max(cur.rowcount, 0)
 
     def refresh_rollups(self) -> None:
-        """Refresh the rollups of every run this writer wrote without refreshing them, in one transaction."""
-        if not self.owed:
-            return
-        try:
-            rollups.lock_runs(self.conn, list(self.owed))
-            rollups.refresh(self.conn, list(self.owed.values()))
-            self.conn.commit()
-        except BaseException:
-            self._rollback()
-            raise
-        self.owed = {}
+        """Refresh the rollups of every run this writer wrote without refreshing them, a transaction
+        per run (a writer of many runs holds each run's lock only for its own refresh)."""
+        for uuid, run_id in sorted(self.owed.items()):
+            try:
+                rollups.lock_runs(self.conn, [uuid])
+                rollups.refresh(self.conn, [run_id])
+                self.conn.commit()
+            except BaseException:
+                self._rollback()
+                raise
+            del self.owed[uuid]
 
     def refresh_pending(self) -> int:
         """Refresh rollups that earlier writers left owed (harness/store/pending.py); returns how many

@@ -15,7 +15,10 @@ from typing import Any
 
 from harness.store import rollups
 
-PENDING = "pending"  # `rollup_runs.source` of a run whose rollups are owed
+# An owed run's `rollup_runs.source` is its last fingerprint (40 hex digits) with the first replaced by
+# "p": a refresh that finds the run's rows and metadata unchanged only clears the mark, so re-writing
+# the same rows (a re-ingest) stays cheap.
+MARK = "p"
 
 
 def mark(conn: Any, run_ids: Iterable[int]) -> None:
@@ -25,18 +28,23 @@ def mark(conn: Any, run_ids: Iterable[int]) -> None:
     if not ids:
         return
     marks = ", ".join(["?"] * len(ids))  # placeholders only: the values are bound
-    rollups.Sql(conn).run(f"UPDATE rollup_runs SET source = ? WHERE run_id IN ({marks}) AND "
-                          "(source IS NULL OR source <> ?)", (PENDING, *ids, PENDING))
+    rollups.Sql(conn).run(f"UPDATE rollup_runs SET source = ? || coalesce(substr(source, 2), '') WHERE run_id IN "
+                          f"({marks}) AND (source IS NULL OR substr(source, 1, 1) <> ?)", (MARK, *ids, MARK))
+
+
+def is_marked(source: str | None) -> bool:
+    """Whether a `rollup_runs.source` says the run's rollups are owed."""
+    return bool(source) and source[0] == MARK  # type: ignore[index]
 
 
 def owed(conn: Any, limit: int = 50) -> list[tuple[int, str]]:
     """(id, uuid) of runs whose rollups are owed, oldest first (runs older than a prune keep theirs)."""
     cutoff = rollups.pruned_before(conn)
     since = " AND r.started_at >= ?" if cutoff is not None else ""
-    params: tuple[Any, ...] = (PENDING, cutoff, limit) if cutoff is not None else (PENDING, limit)
+    params: tuple[Any, ...] = (MARK, cutoff, limit) if cutoff is not None else (MARK, limit)
     return [(int(i), str(u)) for i, u in rollups.Sql(conn).rows(
         "SELECT r.id, r.uuid FROM runs r LEFT JOIN rollup_runs s ON s.run_id = r.id "
-        f"WHERE (s.run_id IS NULL OR s.source = ?){since} ORDER BY r.id LIMIT ?", params)]
+        f"WHERE (s.run_id IS NULL OR substr(s.source, 1, 1) = ?){since} ORDER BY r.id LIMIT ?", params)]
 
 
 def refresh_owed(conn: Any, limit: int = 50) -> int:

@@ -67,8 +67,8 @@ def prune(store: Store, before: datetime, *, batch_size: int = 20000, dry_run: b
                 report.runs += 1 if results or samples else 0
             conn.rollback()
             return report
-        missing = [rid for rid in run_ids if not db.rows("SELECT 1 FROM rollup_runs WHERE run_id = ? AND "
-                                                         "(source IS NULL OR source <> ?)", (rid, pending.PENDING))]
+        missing = [rid for rid, source in ((rid, db.rows("SELECT source FROM rollup_runs WHERE run_id = ?", (rid,)))
+                                           for rid in run_ids) if not source or pending.is_marked(source[0][0])]
         rollups.refresh(conn, missing)  # every run keeps its rollups before its rows go
         previous = rollups.pruned_before(conn)
         if previous is None or before > previous:

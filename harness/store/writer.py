@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from harness.bundle import BenchmarkRecord, Record, ResultRecord, RunEnd, RunRecord
-from harness.store import pending, rollups
+from harness.store import rollups
 from harness.store.db import Store
 from harness.store.fastpath import TRANSIENT
 from harness.store.schema import (
@@ -172,10 +172,6 @@ def write_records(store: Store, records: Iterable[Record], batch_size: int = 500
     the advisory locks of its runs (rollups.lock_runs), and is written again whole, rollups included,
     when Postgres picks it as a deadlock victim or serialization failure."""
     with store.engine.connect() as conn:
-        try:  # rollups a live writer left owed when it died (harness/store/pending.py): best effort
-            pending.refresh_owed(conn)
-        except DBAPIError:
-            conn.rollback()
         writer = RecordWriter(conn, batch_size=batch_size)
         batch: list[Record] = []
         for record in records:

@@ -84,3 +84,25 @@ def test_a_writer_that_dies_after_stored_leaves_the_debt_to_the_next(store: Stor
         assert res.returncode == 0, res.stderr
     assert _owed_uuids(store) == []
     assert _snapshot(store) == _reference(tmp_path, [*HISTORY, *later])
+
+
+def test_ingest_refreshes_each_run_once_and_a_reingest_leaves_nothing_owed(store: Store, db_url: str,
+                                                                           tmp_path: Path) -> None:
+    """`harness ingest` writes a file's batches without refreshing, then each run's rollups once; a
+    second ingest of the same file marks them owed, finds nothing changed and only clears the marks."""
+    bundle = write_bundle(tmp_path / "history.jsonl", HISTORY)
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-m", "harness.cli", "ingest", str(bundle), "--db", db_url],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert _owed_uuids(store) == []
+        assert _snapshot(store) == _reference(tmp_path)
+
+
+def test_ingest_in_many_batches_gives_the_tables_of_one_refresh_per_transaction(store: Store, db_url: str,
+                                                                               tmp_path: Path) -> None:
+    from harness.ingest import ingest
+
+    ingest([str(write_bundle(tmp_path / "history.jsonl", HISTORY))], db_url, batch_size=3)
+    assert _owed_uuids(store) == []
+    assert _snapshot(store) == _reference(tmp_path)
