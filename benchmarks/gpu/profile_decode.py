@@ -18,10 +18,14 @@ broad first set of reduction configs before the descent); ``+`` joins several (`
 ``--fresh`` turns inductor's caches off, so each variant's kernels are tuned independently.
 
 With ``--ncu`` the script only compiles ``--variants``' first entry and runs one decode step
-between ``cudaProfilerStart`` / ``Stop``, for
-``ncu --profile-from-start off --graph-profiling node ...`` to read that step's kernels.
+between ``cudaProfilerStart`` / ``Stop``, for ``ncu --profile-from-start off --graph-profiling node
+--clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum
+--csv python3 benchmarks/gpu/profile_decode.py --ncu > ncu.csv`` (summarised by
+``benchmarks/gpu/ncu_summary.py``).
 
-Device machine: ``python3 benchmarks/gpu/profile_decode.py --out $OUT --profile``.
+Device machine: ``python3 benchmarks/gpu/profile_decode.py --out $OUT --profile --variants base,pdl``.
+A 7B decode compile with coordinate-descent tuning takes about 60-70 s per variant on an H100;
+``wide`` took over 4 minutes (docs/BENCHMARKS.md, "Profile of the compiled decode step").
 """
 
 from __future__ import annotations
