@@ -86,10 +86,18 @@ class Sql:
         return "greatest" if self.pg else "max"
 
 
-def final_sql() -> str:
-    """The last attempt of each test of one run (one `?`: the run id)."""
+def final_sql(retried: bool = True) -> str:
+    """The last attempt of each test of one run (one `?`: the run id). `retried=False` (the run has no
+    attempt but the first: `has_retries`) reads the run's rows as they are, without sorting them."""
+    if not retried:
+        return "SELECT t.* FROM test_results t WHERE t.run_id = ?"
     return ("SELECT * FROM (SELECT t.*, row_number() OVER (PARTITION BY t.nodeid_hash ORDER BY t.attempt DESC)"
             " AS rn FROM test_results t WHERE t.run_id = ?) f WHERE f.rn = 1")
+
+
+def has_retries(db: Sql, run_id: int) -> bool:
+    """Whether any test of the run has an attempt other than the first (else each test has one row)."""
+    return bool(db.rows("SELECT 1 FROM test_results WHERE run_id = ? AND attempt <> 1 LIMIT 1", (run_id,)))
 
 
 def _last(alias: str) -> str:
@@ -239,16 +247,17 @@ def _refresh_run(db: Sql, run_id: int, cutoff: datetime | None, tests: bool = Tr
     if old:
         _daily_add(db, run_id, (_day(old[0][0]), old[0][1], old[0][2]), -1)
     db.run("DELETE FROM rollup_run_counts WHERE run_id = ?", (run_id,))
+    retried = has_retries(db, run_id)
     explicit = (", n_skip_explicit", f", sum(CASE WHEN {EXPLICIT_SKIP} THEN 1 ELSE 0 END)") if identity else ("", "")
     db.run(f"""INSERT INTO rollup_run_counts (run_id, model, suite, n_pass, n_fail, n_skip, n_total{explicit[0]})
 SELECT ?, coalesce(f.model, '(none)'), coalesce(f.suite, '(none)'),
        sum(CASE WHEN f.outcome IN {PASSING} THEN 1 ELSE 0 END), sum(CASE WHEN f.outcome IN {FAILING} THEN 1 ELSE 0 END),
        sum(CASE WHEN f.outcome = 'skipped' THEN 1 ELSE 0 END), count(*){explicit[1]}
-FROM ({final_sql()}) f GROUP BY coalesce(f.model, '(none)'), coalesce(f.suite, '(none)')""", (run_id, run_id))
+FROM ({final_sql(retried)}) f GROUP BY coalesce(f.model, '(none)'), coalesce(f.suite, '(none)')""", (run_id, run_id))
     key = (_day(started), run[2] or NONE, run[3] or NONE)
     _daily_add(db, run_id, key, 1)
     if identity:
-        refresh_identity(db, run_id, started, key[0], _day(old[0][0]) if old else None)
+        refresh_identity(db, run_id, started, key[0], _day(old[0][0]) if old else None, retried)
         db.run("DELETE FROM rollup_run_suites WHERE run_id = ?", (run_id,))
         db.run("INSERT INTO rollup_run_suites (run_id, suite, n_skip, n_skip_explicit, n_total) SELECT run_id, suite,"
                " sum(n_skip), sum(n_skip_explicit), sum(n_total) FROM rollup_run_counts WHERE run_id = ?"
@@ -269,7 +278,7 @@ ON CONFLICT (run_id) DO UPDATE SET day = excluded.day, branch = excluded.branch,
     if run[6] == "running":
         return  # test state and new failures are kept for finished runs
     if tests:
-        _refresh_tests(db, run_id, started, key)
+        _refresh_tests(db, run_id, started, key, retried)
     _refresh_new_failures(db, run)
     later = _neighbour(db, run[:6], before=False)
     if later is not None:
@@ -294,7 +303,8 @@ ON CONFLICT (day, signature, model) DO UPDATE SET n = rollup_signatures_daily.n 
         db.run("DELETE FROM rollup_signatures_daily WHERE day = ? AND n <= 0", (day,))
 
 
-def refresh_identity(db: Sql, run_id: int, started: datetime, day: datetime, old_day: datetime | None) -> None:
+def refresh_identity(db: Sql, run_id: int, started: datetime, day: datetime, old_day: datetime | None,
+                     retried: bool = True) -> None:
     """The run's failure-identity rollups: its failing final results per signature x model, their day
     sums and each signature's first / last sighting."""
     if old_day is not None:
@@ -303,7 +313,7 @@ def refresh_identity(db: Sql, run_id: int, started: datetime, day: datetime, old
     db.run(f"""INSERT INTO rollup_run_signatures (run_id, signature, model, exception, message, n, started_at)
 SELECT ?, f.signature, coalesce(f.model, '(none)'), max(f.exception), max(substr(f.message, 1, {MESSAGE_CHARS})),
        count(*), ?
-FROM ({final_sql()}) f WHERE f.signature IS NOT NULL AND f.outcome IN {FAILING}
+FROM ({final_sql(retried)}) f WHERE f.signature IS NOT NULL AND f.outcome IN {FAILING}
 GROUP BY f.signature, coalesce(f.model, '(none)') ORDER BY f.signature""", (run_id, started, run_id))
     _signatures_add(db, run_id, day, 1)
     least = "least" if db.pg else "min"
@@ -316,26 +326,13 @@ ON CONFLICT (signature) DO UPDATE SET first_seen = {least}(rollup_signatures.fir
   message = coalesce(rollup_signatures.message, excluded.message)""", (run_id,))
 
 
-def backfill_identity(conn: Any) -> None:
-    """The failure-identity rollups of every stored run (migration 0006), oldest first."""
-    db = Sql(conn)
-    for run_id, started in db.rows("SELECT r.run_id, u.started_at FROM rollup_runs r JOIN runs u ON u.id = r.run_id"
-                                   " ORDER BY u.started_at, r.run_id"):
-        when = datetime.fromisoformat(started) if isinstance(started, str) else started
-        db.run(f"""UPDATE rollup_run_counts SET n_skip_explicit = (
-  SELECT count(*) FROM ({final_sql()}) f WHERE coalesce(f.model, '(none)') = rollup_run_counts.model
-    AND coalesce(f.suite, '(none)') = rollup_run_counts.suite AND {EXPLICIT_SKIP})
-WHERE run_id = ?""".replace("t.run_id = ?", "t.run_id = rollup_run_counts.run_id"), (run_id,))
-        refresh_identity(db, run_id, when, _day(when), None)
-
-
-def _refresh_tests(db: Sql, run_id: int, started: datetime, key: tuple) -> None:
+def _refresh_tests(db: Sql, run_id: int, started: datetime, key: tuple, retried: bool = True) -> None:
     same = "rollup_tests.last_run_id = excluded.last_run_id"
     db.run(f"""INSERT INTO rollup_tests (branch, runner_group, nodeid_hash, nodeid, model, suite, last_run_id,
   last_started_at, last_outcome, last_duration_s, runs, duration_sum, duration_max, changed_run_id, last_pass_run_id)
 SELECT ?, ?, f.nodeid_hash, f.nodeid, f.model, f.suite, ?, ?, f.outcome, f.duration_s, 1, f.duration_s, f.duration_s,
        ?, CASE WHEN f.outcome IN {PASSING} THEN ? END
-FROM ({final_sql()}) f WHERE true ORDER BY f.nodeid_hash
+FROM ({final_sql(retried)}) f WHERE true ORDER BY f.nodeid_hash
 ON CONFLICT (branch, runner_group, nodeid_hash) DO UPDATE SET
   runs = rollup_tests.runs + CASE WHEN {same} THEN 0 ELSE 1 END,
   duration_sum = rollup_tests.duration_sum + excluded.last_duration_s
@@ -351,7 +348,7 @@ WHERE excluded.last_started_at > rollup_tests.last_started_at
    OR (excluded.last_started_at = rollup_tests.last_started_at AND excluded.last_run_id >= rollup_tests.last_run_id)
 """, (key[1], key[2], run_id, started, run_id, run_id, run_id))
     db.run(f"""INSERT INTO rollup_test_names (nodeid_hash, nodeid, last_started_at)
-SELECT f.nodeid_hash, f.nodeid, ? FROM ({final_sql()}) f WHERE true ORDER BY f.nodeid_hash
+SELECT f.nodeid_hash, f.nodeid, ? FROM ({final_sql(retried)}) f WHERE true ORDER BY f.nodeid_hash
 ON CONFLICT (nodeid_hash) DO UPDATE SET nodeid = excluded.nodeid, last_started_at = excluded.last_started_at
 WHERE rollup_test_names.last_started_at < ?""", (started, run_id, started - timedelta(hours=12)))
 
@@ -370,42 +367,3 @@ SELECT ?, n.nodeid_hash, n.nodeid, n.model, n.suite, n.outcome, substr(n.message
        ?, n.baseline_outcome
 FROM ({sql}) n WHERE n.kind = 'new'
 ON CONFLICT (run_id, nodeid_hash) DO NOTHING""", (run_id, baseline, baseline, run_id))
-
-
-def backfill(conn: Any) -> None:
-    """Rollups of every stored run (migration 0003): per run, oldest first, then the per-test tables in
-    one pass over all results (the same values the per-run upserts reach when runs arrive in order,
-    without one row version per run inside a single transaction)."""
-    db = Sql(conn)
-    for (run_id,) in db.rows("SELECT id FROM runs ORDER BY started_at, id"):
-        _refresh_run(db, run_id, None, tests=False, identity=False)
-    final = """SELECT t.nodeid_hash, t.nodeid, t.model, t.suite, t.outcome, t.duration_s, t.run_id, r.started_at,
-       coalesce(r.branch, '(none)') AS branch, coalesce(r.runner_group, '(none)') AS runner_group,
-       row_number() OVER (PARTITION BY t.run_id, t.nodeid_hash ORDER BY t.attempt DESC) AS rn
-FROM test_results t JOIN runs r ON r.id = t.run_id WHERE r.status <> 'running'"""
-    seq = f"""SELECT f.*, CASE WHEN f.outcome IN {FAILING} THEN 1 ELSE 0 END AS failing,
-       row_number() OVER w AS k, count(*) OVER (PARTITION BY f.branch, f.runner_group, f.nodeid_hash) AS n,
-       lag(CASE WHEN f.outcome IN {FAILING} THEN 1 ELSE 0 END) OVER w AS was_failing
-FROM ({final}) f WHERE f.rn = 1
-WINDOW w AS (PARTITION BY f.branch, f.runner_group, f.nodeid_hash ORDER BY f.started_at, f.run_id)"""
-    key = "{a}.branch = {b}.branch AND {a}.runner_group = {b}.runner_group AND {a}.nodeid_hash = {b}.nodeid_hash"
-    db.run(f"""WITH seq AS MATERIALIZED ({seq}),
-agg AS (SELECT s.branch, s.runner_group, s.nodeid_hash, count(*) AS runs, sum(s.duration_s) AS duration_sum,
-               max(s.duration_s) AS duration_max,
-               max(CASE WHEN s.was_failing IS NULL OR s.was_failing <> s.failing THEN s.k END) AS changed_k,
-               max(CASE WHEN s.outcome IN {PASSING} THEN s.k END) AS pass_k
-        FROM seq s GROUP BY s.branch, s.runner_group, s.nodeid_hash)
-INSERT INTO rollup_tests (branch, runner_group, nodeid_hash, nodeid, model, suite, last_run_id,
-  last_started_at, last_outcome, last_duration_s, runs, duration_sum, duration_max, changed_run_id, last_pass_run_id)
-SELECT l.branch, l.runner_group, l.nodeid_hash, l.nodeid, l.model, l.suite, l.run_id, l.started_at, l.outcome,
-       l.duration_s, a.runs, a.duration_sum, a.duration_max, c.run_id, p.run_id
-FROM seq l
-JOIN agg a ON {key.format(a="a", b="l")}
-LEFT JOIN seq c ON {key.format(a="c", b="l")} AND c.k = a.changed_k
-LEFT JOIN seq p ON {key.format(a="p", b="l")} AND p.k = a.pass_k
-WHERE l.k = l.n""")
-    db.run(f"""INSERT INTO rollup_test_names (nodeid_hash, nodeid, last_started_at)
-SELECT l.nodeid_hash, l.nodeid, l.started_at FROM (
-  SELECT f.nodeid_hash, f.nodeid, f.started_at,
-         row_number() OVER (PARTITION BY f.nodeid_hash ORDER BY f.started_at DESC, f.run_id DESC) AS j
-  FROM ({final}) f WHERE f.rn = 1) l WHERE l.j = 1""")

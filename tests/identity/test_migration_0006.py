@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from harness.signature import signature
-from harness.store import Store, rollups
+from harness.store import Store, rollup_backfill
 
 PREVIOUS = "0005"
 
@@ -37,7 +37,7 @@ def test_upgrade_backfills_existing_rows(db_url: str) -> None:
                               "message, attempt) VALUES (:run, :nodeid, :hash, :model, :outcome, 0, :message, 1)"),
                          [{"run": run_id, "nodeid": n, "hash": str(i), "model": m, "outcome": o, "message": msg}
                           for i, (n, m, o, msg) in enumerate(ROWS)])
-            rollups.backfill(conn)  # what 0005 keeps for a run written before 0006
+            rollup_backfill.backfill(conn)  # what 0005 keeps for a run written before 0006
         store.upgrade()
         with store.engine.connect() as conn:
             got = {r.nodeid.split("::")[1]: r for r in conn.execute(text(

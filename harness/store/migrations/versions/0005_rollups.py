@@ -104,10 +104,10 @@ def upgrade() -> None:
         sa.Column("key", sa.String(64), primary_key=True),
         sa.Column("value", sa.String(255), nullable=False),
     )
-    from harness.store import rollups
+    from harness.store import rollup_backfill
 
     conn = op.get_bind()
-    rollups.backfill(conn)
+    rollup_backfill.backfill(conn)
     if conn.dialect.name == "postgresql":
         op.execute("ANALYZE")  # fresh statistics for the planner on the new tables
 

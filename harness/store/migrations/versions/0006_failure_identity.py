@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from harness.signature import exception_type, signature, skip_category
-from harness.store import rollups
+from harness.store import rollup_backfill
 
 revision = "0006"
 down_revision = "0005"
@@ -75,7 +75,7 @@ def upgrade() -> None:
         sa.Column("first_seen", sa.DateTime(), nullable=False),
         sa.Column("last_seen", sa.DateTime(), nullable=False),
     )
-    rollups.backfill_identity(op.get_bind())
+    rollup_backfill.backfill_identity(op.get_bind())
 
 
 def backfill(conn: sa.Connection, batch: int = BATCH) -> int:
