@@ -344,11 +344,11 @@ class FastWriter:
                 raise
             del self.owed[uuid]
 
-    def refresh_pending(self) -> int:
-        """Refresh rollups that earlier writers left owed (harness/store/pending.py); returns how many
-        runs. Best effort: a failure leaves them owed and is not this writer's results' concern."""
+    def refresh_pending(self, limit: int = 50) -> int:
+        """Refresh rollups that earlier writers left owed (at most `limit` runs: harness/store/pending.py);
+        returns how many runs. Best effort: a failure leaves them owed, not this writer's results."""
         try:
-            return pending.refresh_owed(self.conn)
+            return pending.refresh_owed(self.conn, limit)
         except Exception:  # noqa: BLE001 - the next writer tries again; nothing of this one is at stake
             self._rollback()
             return 0
