@@ -41,11 +41,26 @@ class Sidecar:
         self.proc = proc
         self.stored: bool | None = None
         self.error: str | None = None  # why the results were not stored
+        self._err: list[bytes] = []
+        self._err_reader: threading.Thread | None = None
+
+    def _drain_stderr(self) -> None:
+        """Read the sidecar's stderr to its end in a thread: a chatty sidecar never blocks on a full pipe."""
+        stream = self.proc.stderr
+        if stream is not None and self._err_reader is None:
+            self._err_reader = threading.Thread(target=lambda: self._err.append(stream.read()), daemon=True)
+            self._err_reader.start()
+
+    def _stderr_line(self, default: str, timeout_s: float) -> str:
+        if self._err_reader is not None:
+            self._err_reader.join(timeout_s)
+        return _last_line(b"".join(self._err), default)
 
     def finish(self, timeout_s: float = WAIT_S) -> bool:
         """Tell the sidecar the bundle is complete and wait until it says `stored` (True) or stops
         without saying it (False, `error` says why): only then may the session report "stored"."""
         proc = self.proc
+        self._drain_stderr()
         try:
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -60,26 +75,28 @@ class Sidecar:
         if said and said[0].strip() == STORED:
             self.stored = True
             return True
+        self.stored = False
         if reader.is_alive():
             proc.kill()
             self.error = "timed out writing to the store"
-        else:
-            try:
-                _, err = proc.communicate(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                err = b"timed out writing to the store"
-            self.error = _last_line(err, f"the store writer exited with {proc.returncode} before storing")
-        self.stored = False
+            return False
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        self.error = self._stderr_line(f"the store writer exited with {proc.returncode} before storing", 5.0)
         return False
 
     def reap(self, timeout_s: float = WAIT_S) -> str | None:
-        """After `stored`: wait for the sidecar's rollup refresh; the reason it failed, else None."""
+        """After `stored`: wait for the sidecar's exit (its rollup refresh, where it did not detach one);
+        the reason that refresh failed, else None."""
         if not self.stored:
             return None
         try:
-            _, err = self.proc.communicate(timeout=timeout_s)
+            self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return "timed out refreshing them"
-        return _last_line(err, "unknown error") if self.proc.returncode != 0 else None
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self._stderr_line("unknown error", 5.0) if self.proc.returncode != 0 else None
