@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from harness.bundle import BenchmarkRecord
 from harness.store import Store
 from harness.store.writer import write_records
 
-from .rollup_data import table, write_run
+from .rollup_data import run_records, table, write_run
 from .test_rollups import _snapshot
 
 DAYS = [{"t::a": "passed", "t::b": "passed", "t::c": ["failed", "passed"]},
@@ -68,3 +69,32 @@ def test_bad_dates_exit_2_and_remove_nothing(store: Store) -> None:
         assert res.returncode == 2 and res.stdout == ""
         assert why in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert table(store, "SELECT count(*) FROM test_results") == [(13,)]
+
+
+def test_prune_pays_owed_rollups_before_it_removes_their_rows(store: Store, tmp_path: Path) -> None:
+    """Runs whose writer died between committing their rows and refreshing their rollups (owed:
+    harness/store/pending.py) get their rollups from those rows before prune removes them."""
+    from harness.store import pending
+    from harness.store.fastpath import FastWriter, connect
+
+    records = [r for day, results in enumerate(DAYS, start=1) for r in run_records(f"d{day}", day, results)]
+    reference = Store.open(f"sqlite:///{tmp_path / 'reference.db'}")
+    write_records(reference, records)  # a writer that refreshed in every transaction
+    got = connect(store.config.url)
+    assert got is not None
+    dead = FastWriter(*got)
+    dead.write(records, refresh=False)
+    dead.close()  # died before its refresh
+    with store.engine.connect() as conn:
+        assert [uuid for _, uuid in pending.owed(conn.connection.dbapi_connection)] == ["d1", "d2", "d3", "d4"]
+    res = _harness("db", "prune", "--before", "2026-11-03", "--db", store.config.url)
+    assert res.returncode == 0, res.stderr
+    assert "removed 7 test results" in res.stdout
+    with store.engine.connect() as conn:
+        assert [uuid for _, uuid in pending.owed(conn.connection.dbapi_connection)] == ["d3", "d4"]  # not pruned
+    pruned = _snapshot(store)
+    expected = _snapshot(reference)
+    reference.dispose()
+    for name in ("counts", "suites"):  # per run: the pruned runs' rollups were computed from their rows
+        mine = [r for r in pruned[name] if r[0] in ("d1", "d2")]
+        assert mine and mine == [r for r in expected[name] if r[0] in ("d1", "d2")]
