@@ -145,3 +145,28 @@ def test_cli_reads_a_current_store_without_sqlalchemy_and_agrees_with_the_librar
     assert res.returncode == 1, res.stderr  # new failures found
     assert res.stderr.endswith("SQLALCHEMY=False"), res.stderr
     assert json.loads(res.stdout) == find_new_failures(store, history["run"]).to_json()
+
+
+def test_cli_on_an_older_store_migrates_it_first_and_answers_the_same(store: Store, db_url: str,
+                                                                      history: dict) -> None:
+    """The fast read connection only serves a store at the schema head; an older one (here: back at
+    0006) goes through Store.open, which migrates it, and the verdicts are the same."""
+    import subprocess
+    import sys
+
+    from alembic import command
+
+    from harness.store.db import alembic_config
+    from harness.store.revision import SCHEMA_HEAD
+
+    expected = find_new_failures(store, history["run"]).to_json()
+    with store.engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    assert store.current_revision() == "0006" != SCHEMA_HEAD
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "new-failures", "--run", str(history["run"]),
+                          "--db", db_url, "--json"], capture_output=True, text=True)
+    assert res.returncode == 1, res.stderr
+    assert json.loads(res.stdout) == expected
+    assert store.current_revision() == SCHEMA_HEAD
