@@ -205,6 +205,36 @@ def _result_line(r: ResultRecord) -> str | None:
 _INF = float("inf")
 
 
+class PassedLines:
+    """Lines of the passing results of one run, suite and attempt: what `to_line` writes for a
+    `ResultRecord` with outcome `passed` and no message or failure fields, from text made once per run
+    (the plugin's most common line: a test that passed). `line` returns None for a value of another
+    type than its field's; `to_line` of the record then decides."""
+
+    def __init__(self, run: str, suite: str | None, attempt: int) -> None:
+        self.ok = type(run) is str and (suite is None or type(suite) is str) and type(attempt) is int
+        self.head = f'{{"kind": "result", "run": {_quote(run) if type(run) is str else ""}, "nodeid": '
+        suite_text = "null" if suite is None or type(suite) is not str else _quote(suite)
+        self.middle = f', "suite": {suite_text}, "message": null, "attempt": {attempt}, "worker": '
+        self.tail = ', "exception": null, "signature": null, "skip_category": null, "output_tail": null}\n'
+
+    def line(self, nodeid: str, duration_s: float, model: str | None, worker: str | None, device: str | None,
+             started_at: str | None) -> str | None:
+        if not self.ok or type(nodeid) is not str or type(duration_s) is not float or duration_s != duration_s \
+                or duration_s in (_INF, -_INF):
+            return None
+        text = []
+        for v in (model, worker, device, started_at):
+            if v is None:
+                text.append("null")
+            elif type(v) is str:
+                text.append(_quote(v))
+            else:
+                return None
+        return (f'{self.head}{_quote(nodeid)}, "outcome": "passed", "duration_s": {duration_s!r}, "model": {text[0]}'
+                f'{self.middle}{text[1]}, "device": {text[2]}, "started_at": {text[3]}{self.tail}')
+
+
 def to_line(record: Record) -> str:
     """One bundle line; raises NotJSONError (naming the field) for a value that is not plain JSON."""
     if type(record) is ResultRecord:
@@ -240,6 +270,14 @@ class BundleWriter:
     def write(self, record: Record) -> None:
         """Append one record; the file is flushed at most `flush_s` after it (and on close)."""
         self._fh.write(to_line(record))
+        now = time.monotonic()
+        if now - self._flushed >= self.flush_s:
+            self._fh.flush()
+            self._flushed = now
+
+    def write_line(self, line: str) -> None:
+        """Append one line made by `to_line` or `PassedLines` (same flushing as `write`)."""
+        self._fh.write(line)
         now = time.monotonic()
         if now - self._flushed >= self.flush_s:
             self._fh.flush()

@@ -10,7 +10,7 @@ from dataclasses import fields
 
 import pytest
 
-from harness.bundle import _KIND_OF, NotJSONError, ResultRecord, _encode, to_line
+from harness.bundle import _KIND_OF, NotJSONError, PassedLines, ResultRecord, _encode, to_line
 
 TEXTS = ["a", "é ü", 'q"uote\\back', "tab\tnl\n", "\x00\x1f\x7f", "日本語", "", "x" * 5000]
 
@@ -43,3 +43,26 @@ def test_other_types_go_through_the_encoder(field: str, value: object) -> None:
 def test_a_value_that_is_not_json_is_named(field: str, value: object) -> None:
     with pytest.raises(NotJSONError, match=field):
         to_line(ResultRecord(run="r", nodeid="t::a", outcome="passed", **{field: value}))
+
+
+def test_passed_lines_are_the_encoders_line_of_the_same_record() -> None:
+    """The plugin writes a passing test's line from text made once per run (`PassedLines`): byte for
+    byte what `to_line` writes for the same record, whatever the texts; None for a value of another type."""
+    rnd = random.Random(11)
+    for _ in range(3000):
+        run, suite = rnd.choice(TEXTS), rnd.choice([*TEXTS, None])
+        attempt = rnd.choice([1, 2, 10])
+        lines = PassedLines(run, suite, attempt)
+        values = {"nodeid": rnd.choice(TEXTS), "duration_s": rnd.choice([0.0, 1.5, 1e-7, 0.1 + 0.2, 1e300]),
+                  **{k: rnd.choice([*TEXTS, None]) for k in ("model", "worker", "device", "started_at")}}
+        record = ResultRecord(run=run, outcome="passed", suite=suite, attempt=attempt, **values)
+        assert lines.line(**values) == to_line(record) == _reference(record)
+
+
+@pytest.mark.parametrize("field, value", [("duration_s", 3), ("duration_s", float("nan")), ("model", 5),
+                                          ("nodeid", b"t"), ("started_at", 1.0)])
+def test_passed_lines_refuse_other_types(field: str, value: object) -> None:
+    values: dict[str, object] = {"nodeid": "t::a", "duration_s": 0.5, "model": None, "worker": None, "device": "cpu",
+                                 "started_at": None, field: value}
+    assert PassedLines("r", "slow", 1).line(**values) is None  # type: ignore[arg-type]
+    assert PassedLines("r", 7, 1).line("t::a", 0.5, None, None, None, None) is None  # type: ignore[arg-type]

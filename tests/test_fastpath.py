@@ -52,3 +52,24 @@ def test_fast_writer_declines_an_unmigrated_database(tmp_path) -> None:
     writer = FastWriter(*connect(f"sqlite:///{tmp_path / 'empty.db'}"))
     assert not writer.at_head()
     writer.close()
+
+
+def test_batches_prepared_apart_and_joined_equal_one_batch(store: Store, db_url: str) -> None:
+    """The sidecar prepares lines as they come and writes them together (harness/store/follow.py):
+    joined batches hold the same rows, in test-key order per run, as one batch of all the records, and
+    write the same rows."""
+    writer = FastWriter(*connect(db_url))
+    records = [ResultRecord(run=f"join{i % 2}", nodeid=f"t.py::test_{i}", outcome="passed", duration_s=i / 10,
+                            attempt=1 + i % 3) for i in range(60)] + [RunEnd(run="join0", status="completed", finished_at="2026-11-26T01:01:00+00:00")]
+    whole = writer.prepare(records)
+    joined = writer.prepare(records[:7])
+    for start in range(7, len(records), 11):
+        joined.extend(writer.prepare(records[start:start + 11]))
+    assert (joined.rows, list(joined.uuids), joined.count, joined.ends) == \
+           (whole.rows, list(whole.uuids), whole.count, whole.ends)
+    assert not joined.empty() and writer.prepare([]).empty()
+    assert writer.write_prepared(joined) == []
+    writer.close()
+    with store.session() as s:
+        stored = s.scalars(select(TestResult.nodeid).join(Run).where(Run.uuid.in_(["join0", "join1"]))).all()
+    assert sorted(stored) == sorted(r.nodeid for r in records[:60])

@@ -26,6 +26,7 @@ from harness.bundle import (
     BenchmarkRecord,
     BundleWriter,
     NotJSONError,
+    PassedLines,
     ResultRecord,
     RunEnd,
     RunRecord,
@@ -180,6 +181,8 @@ class ItemAnnotator:
         if call.excinfo is not None and not report.passed:  # failing or skipped: name what was raised
             report.harness_exception = qualified_type(call.excinfo.type)  # crosses xdist as a report attribute
         props = item.user_properties
+        if len(props) == 2 and props[0][0] == "harness_model":  # only this plugin's tags: plain already
+            return report
         for _, value in props:
             if type(value) not in PLAIN:
                 props[:] = coerce_properties(props)
@@ -246,8 +249,9 @@ class Recorder:
         bundle = str(early[1]) if early else (config.getoption("harness_bundle") or str(
             Path(config.rootpath) / ".harness" / "bundles" / f"{self.run_uuid}.jsonl"))
         self.bundle_path = Path(bundle)
-        # Flushed every 0.2 s: tests that crash run in xdist workers, never in this process.
-        self.writer = BundleWriter(self.bundle_path, flush_s=0.2)
+        # Flushed every 0.05 s (the sidecar reads as often): tests that crash run in xdist workers, never in this process.
+        self.writer = BundleWriter(self.bundle_path, flush_s=0.05)
+        self._passed = PassedLines(self.run_uuid, self.suite, self.attempt)
         self.db_url = config.getoption("harness_db") or os.environ.get("HARNESS_DB_URL")
         self.pending: dict[str, dict[str, Any]] = {}
         self.collect_errors: set[str] = set()
@@ -278,10 +282,22 @@ class Recorder:
         if state is None:
             state = self.pending[nodeid] = {"duration": 0.0, "outcome": None, "message": None, "start": report.start}
         state["duration"] += report.duration or 0.0
-        if passed and when != "teardown" and not hasattr(report, "wasxfail"):
+        if passed and not hasattr(report, "wasxfail"):
             if when == "call":
                 state["outcome"] = "passed"
-            return  # the common case: everything else is read once, from the teardown report
+                return
+            if when != "teardown":
+                return  # the common case: everything else is read once, from the teardown report
+            props = report.user_properties
+            if state["outcome"] == "passed" and len(props) == 2 and props[0][0] == "harness_model":
+                line = self._passed.line(nodeid, round(state["duration"], 6), props[0][1], self._worker(report),
+                                         props[1][1], started_iso(state["start"]))
+                if line is not None:  # a passing test with nothing but the plugin's tags: its line at once
+                    del self.pending[nodeid]
+                    self.finished.add(nodeid)
+                    self.counts["passed"] = self.counts.get("passed", 0) + 1
+                    self.writer.write_line(line)
+                    return
         props = dict(report.user_properties)
         state.setdefault("model", props.get("harness_model"))
         state.setdefault("device", props.get("harness_device"))
@@ -291,8 +307,7 @@ class Recorder:
             state["samples"] = props[SAMPLES_PROPERTY]
         if RECORD_ERROR_PROPERTY in props:
             state["record_error"] = props[RECORD_ERROR_PROPERTY]
-        node = getattr(report, "node", None)
-        state["worker"] = getattr(getattr(node, "gateway", None), "id", None)
+        state["worker"] = self._worker(report)
         state["sections"] = report.sections  # the last report's hold every phase's captured output
         if when == "call" or when == "???" or (when == "setup" and not passed):
             state["outcome"], state["message"] = classify(report), failure_message(report)
@@ -302,6 +317,12 @@ class Recorder:
             state["exc"] = getattr(report, "harness_exception", None)
         if when in ("teardown", "???"):
             self._finish(nodeid)
+
+    @staticmethod
+    def _worker(report: pytest.TestReport) -> str | None:
+        """The xdist worker that ran the test (None in a single process)."""
+        node = getattr(report, "node", None)
+        return None if node is None else getattr(getattr(node, "gateway", None), "id", None)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """A module that fails to import or collect is an `error` result under its own node id."""

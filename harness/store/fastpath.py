@@ -51,6 +51,25 @@ class PreparedBatch:
     rows: dict[str, list[Any]] = field(default_factory=dict)  # run uuid -> tuples (SQLite) or COPY lines
     count: int = 0
 
+    def empty(self) -> bool:
+        return not (self.count or self.headers or self.ends or self.rest)
+
+    def extend(self, later: PreparedBatch) -> None:
+        """Append a batch prepared after this one (a follower prepares lines as they come and writes
+        them together); each run's rows stay sorted by test key (COPY lines begin with it)."""
+        self.headers += later.headers
+        self.ends += later.ends
+        self.rest += later.rest
+        for uuid, rows in later.rows.items():
+            mine = self.rows.get(uuid)
+            if mine is None:
+                self.rows[uuid] = rows
+                self.uuids[uuid] = None
+            else:
+                mine += rows
+                mine.sort(key=None if type(rows[0]) is str else _first)
+        self.count += later.count
+
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -108,40 +108,50 @@ class BundleFollower:
 
 
 HEARTBEAT_S = 15.0  # as `harness run`: a run followed here is alive while its sidecar is
-POLL_S = 1.0  # live batches once a second: a short session is written in one transaction, at its end
+READ_S = 0.05  # new lines are read, checked and prepared this often: little is left for the session's end
+WRITE_S = 0.25  # live batches at most this often: the end of a session writes at most this much
 ROLLUPS_EVERY_S = 10.0  # live batches refresh the rollups at most this often (each one marks them owed)
 
 
 def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> None:
     """Write the bundle's lines as they come until `done` is set and nothing is left; the last batches'
-    rollups may be owed (`FastWriter.refresh_rollups` pays them)."""
+    rollups may be owed (`FastWriter.refresh_rollups` pays them). Lines are checked and turned into rows
+    as soon as they are read, on this process's core while the tests run; they are written in batches,
+    so that what the end of the session waits for is one batch of ready rows."""
+    from harness.store.fastpath import PreparedBatch
+
     tail = BundleTail(path)
-    last_beat = last_rollups = time.monotonic()
+    ready = PreparedBatch()
+    last_beat = last_write = last_rollups = time.monotonic()
     writer.beat()
     while True:
-        now = time.monotonic()
-        if now - last_beat >= HEARTBEAT_S:
-            last_beat = now
-            writer.beat()
         finishing = done.is_set()
         records, offset = tail.read()
-        refresh = not finishing and now - last_rollups >= ROLLUPS_EVERY_S
-        rest = writer.write(records, refresh=refresh) if records else []
-        if refresh and records:
-            last_rollups = now
-        if rest:  # benchmark records: the full writer (imports SQLAlchemy only when needed)
-            from harness.store.db import Store
-            from harness.store.writer import write_records
-
-            store = Store.open(url, upgrade=False)
-            write_records(store, rest)
-            store.dispose()
+        if records:
+            ready.extend(writer.prepare(records))
         tail.commit(offset)
+        now = time.monotonic()
+        if not ready.empty() and (finishing or now - last_write >= WRITE_S):
+            refresh = not finishing and now - last_rollups >= ROLLUPS_EVERY_S
+            rest = writer.write_prepared(ready, refresh=refresh)
+            ready, last_write = PreparedBatch(), now
+            if refresh:
+                last_rollups = now
+            if rest:  # benchmark records: the full writer (imports SQLAlchemy only when needed)
+                from harness.store.db import Store
+                from harness.store.writer import write_records
+
+                store = Store.open(url, upgrade=False)
+                write_records(store, rest)
+                store.dispose()
         if finishing and not records:
             writer.sync()
             return
-        if not records:
-            done.wait(POLL_S)
+        if now - last_beat >= HEARTBEAT_S:
+            last_beat = now
+            writer.beat()
+        if not finishing:
+            done.wait(READ_S)
 
 
 def _say_stored() -> None:
