@@ -122,7 +122,8 @@ def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> Non
 
     tail = BundleTail(path)
     ready = PreparedBatch()
-    last_beat = last_write = last_rollups = time.monotonic()
+    last_beat = last_rollups = time.monotonic()
+    last_write = last_beat - WRITE_S  # the first lines are written as soon as they are read
     writer.beat()
     while True:
         finishing = done.is_set()
