@@ -73,3 +73,22 @@ def test_batches_prepared_apart_and_joined_equal_one_batch(store: Store, db_url:
     with store.session() as s:
         stored = s.scalars(select(TestResult.nodeid).join(Run).where(Run.uuid.in_(["join0", "join1"]))).all()
     assert sorted(stored) == sorted(r.nodeid for r in records[:60])
+
+
+def test_a_repeated_line_in_a_later_batch_is_stored_once_without_sqlalchemy(store: Store, db_url: str) -> None:
+    """The sidecar's process never imports SQLAlchemy: a row it already wrote, met again in a later batch
+    of its own run (a bundle line repeated), falls back from the direct COPY to insert-or-ignore there too."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom harness.bundle import ResultRecord\nfrom harness.store.fastpath import FastWriter, connect\n"
+        "w = FastWriter(*connect(sys.argv[1]))\nr = ResultRecord(run='dup', nodeid='t.py::test_a', outcome='passed')\n"
+        "w.write([r]); w.write([r, ResultRecord(run='dup', nodeid='t.py::test_b', outcome='passed')])\n"
+        "assert 'sqlalchemy' not in sys.modules\nprint(w.results_added)\n")
+    proc = subprocess.run([sys.executable, "-c", script, db_url], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["2"]
+    with store.session() as s:
+        assert sorted(s.scalars(select(TestResult.nodeid).join(Run).where(Run.uuid == "dup")).all()) == \
+            ["t.py::test_a", "t.py::test_b"]

@@ -33,6 +33,7 @@ RESULT_COLUMNS = ("run_id", "nodeid", "nodeid_hash", "model", "suite", "outcome"
 # at 10M results); the store's queries are index probes that never win it back.
 PG_OPTIONS = "-c jit=off"
 TRANSIENT = ("DeadlockDetected", "SerializationFailure")  # psycopg2 errors worth one more try
+CLASH = ("23505", "40P01")  # SQLSTATE unique_violation, deadlock_detected: a direct COPY met another writer's rows
 
 # The order rows are prepared in: the hashed key first, so that sorting by it is a plain sort.
 ROW_COLUMNS = ("nodeid_hash", "nodeid", "model", "suite", "outcome", "duration_s", "message", "attempt", "worker",
@@ -335,7 +336,9 @@ class FastWriter:
             cur.execute("SAVEPOINT harness_copy")
             try:
                 cur.copy_expert(f"COPY test_results ({cols}) FROM STDIN", io.StringIO(text))
-            except (psycopg2.errors.UniqueViolation, psycopg2.errors.DeadlockDetected):
+            except psycopg2.Error as exc:
+                if exc.pgcode not in CLASH:
+                    raise
                 cur.execute("ROLLBACK TO SAVEPOINT harness_copy")
                 self._new_runs.difference_update(batch.rows)
             else:
