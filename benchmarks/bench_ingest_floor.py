@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_ingest_concurrent import make_bundle  # noqa: E402
+from scratch_db import scratch_database  # noqa: E402
 
 from harness.store import Store  # noqa: E402
 from harness.store.fastpath import ROW_COLUMNS, FastWriter  # noqa: E402
@@ -87,18 +88,8 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=4)
     ap.add_argument("--db", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
     args = ap.parse_args()
-    admin = create_engine(args.db, isolation_level="AUTOCOMMIT")
-    name = f"bench_floor_{int(time.time())}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = args.db.rsplit("/", 1)[0] + "/" + name
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(args, url, Path(tmp))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(args.db, "bench_floor") as url, tempfile.TemporaryDirectory() as tmp:
+        run(args, url, Path(tmp))
 
 
 def run(args: argparse.Namespace, url: str, tmp: Path) -> None:

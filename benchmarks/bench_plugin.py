@@ -21,6 +21,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scratch_db import scratch_database  # noqa: E402
+
 
 def make_suite(root: Path, n: int) -> Path:
     body = f"import pytest\n\n@pytest.mark.parametrize('i', range({n}))\ndef test_trivial(i):\n    assert i >= 0\n"
@@ -61,33 +65,24 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, help="another checkout whose harness is timed alongside")
     args = ap.parse_args()
     base_env = {"PYTHONPATH": str(Path(args.baseline).resolve())} if args.baseline else None
-    admin = create_engine(args.db, isolation_level="AUTOCOMMIT")
-    name = f"bench_plugin_{int(time.time())}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = args.db.rsplit("/", 1)[0] + "/" + name
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            make_suite(root, args.tests)
-            base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_trivial.py"]
-            timed(base + ["--harness-db", url], root)  # warm-up; migrates the database once
-            settle(url)
-            plain, bundle, plugin, after, old_bundle, old_plugin = [], [], [], [], [], []
-            for i in range(args.runs):
-                plain.append(timed(base, root))
-                bundle.append(timed(base + [f"--harness-bundle={root}/b{i}.jsonl"], root))
-                plugin.append(timed(base + [f"--harness-db={url}"], root))
-                after.append(settle(url))  # the sidecar's detached rollup refresh: not pytest's wall, not the next run's
-                if base_env:
-                    old_bundle.append(timed(base + [f"--harness-bundle={root}/o{i}.jsonl"], root, base_env))
-                    old_plugin.append(timed(base + [f"--harness-db={url}"], root, base_env))
-                    settle(url)
-            rows = create_engine(url).connect().execute(text("SELECT count(*) FROM test_results")).scalar()
-            assert rows == args.tests * (args.runs * (2 if base_env else 1) + 1), rows
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(args.db, "bench_plugin") as url, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_suite(root, args.tests)
+        base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_trivial.py"]
+        timed(base + ["--harness-db", url], root)  # warm-up; migrates the database once
+        settle(url)
+        plain, bundle, plugin, after, old_bundle, old_plugin = [], [], [], [], [], []
+        for i in range(args.runs):
+            plain.append(timed(base, root))
+            bundle.append(timed(base + [f"--harness-bundle={root}/b{i}.jsonl"], root))
+            plugin.append(timed(base + [f"--harness-db={url}"], root))
+            after.append(settle(url))  # the sidecar's detached rollup refresh: not pytest's wall, not the next run's
+            if base_env:
+                old_bundle.append(timed(base + [f"--harness-bundle={root}/o{i}.jsonl"], root, base_env))
+                old_plugin.append(timed(base + [f"--harness-db={url}"], root, base_env))
+                settle(url)
+        rows = create_engine(url).connect().execute(text("SELECT count(*) FROM test_results")).scalar()
+        assert rows == args.tests * (args.runs * (2 if base_env else 1) + 1), rows
     mp, mb, mg = statistics.median(plain), statistics.median(bundle), statistics.median(plugin)
     print(f"tests={args.tests} runs={args.runs} (alternating) medians: plain {mp:.3f}s, bundle only {mb:.3f}s "
           f"({mb / mp:.3f}x), plugin->postgres {mg:.3f}s ({mg / mp:.3f}x); rows checked: {rows}; rollups settled "

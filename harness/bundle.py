@@ -184,18 +184,12 @@ def _result_line(r: ResultRecord) -> str | None:
     None when a value is not of its declared type (the encoder then decides, or names the field)."""
     dur, attempt = r.duration_s, r.attempt
     if type(r.run) is not str or type(r.nodeid) is not str or type(r.outcome) is not str or \
-            type(dur) is not float or type(attempt) is not int or dur != dur or dur in (_INF, -_INF):
+            not _finite(dur) or type(attempt) is not int:
         return None
     d = r.__dict__
-    text = []
-    for name in _RESULT_TEXT:
-        v = d[name]
-        if v is None:
-            text.append("null")
-        elif type(v) is str:
-            text.append(_quote(v))
-        else:
-            return None
+    text = _texts([d[name] for name in _RESULT_TEXT])
+    if text is None:
+        return None
     return (f'{{"kind": "result", "run": {_quote(r.run)}, "nodeid": {_quote(r.nodeid)}, "outcome": '
             f'{_quote(r.outcome)}, "duration_s": {dur!r}, "model": {text[0]}, "suite": {text[1]}, "message": '
             f'{text[2]}, "attempt": {attempt}, "worker": {text[3]}, "device": {text[4]}, "started_at": {text[5]}, '
@@ -203,6 +197,23 @@ def _result_line(r: ResultRecord) -> str | None:
 
 
 _INF = float("inf")
+
+
+def _finite(value: object) -> bool:
+    return type(value) is float and value == value and value not in (_INF, -_INF)  # type: ignore[comparison-overlap]
+
+
+def _texts(values: list[str | None]) -> list[str] | None:
+    """Each value as JSON (a string or null), or None if one is of another type."""
+    text = []
+    for v in values:
+        if v is None:
+            text.append("null")
+        elif type(v) is str:
+            text.append(_quote(v))
+        else:
+            return None
+    return text
 
 
 class PassedLines:
@@ -220,17 +231,9 @@ class PassedLines:
 
     def line(self, nodeid: str, duration_s: float, model: str | None, worker: str | None, device: str | None,
              started_at: str | None) -> str | None:
-        if not self.ok or type(nodeid) is not str or type(duration_s) is not float or duration_s != duration_s \
-                or duration_s in (_INF, -_INF):
+        text = _texts([model, worker, device, started_at])
+        if not self.ok or type(nodeid) is not str or not _finite(duration_s) or text is None:
             return None
-        text = []
-        for v in (model, worker, device, started_at):
-            if v is None:
-                text.append("null")
-            elif type(v) is str:
-                text.append(_quote(v))
-            else:
-                return None
         return (f'{self.head}{_quote(nodeid)}, "outcome": "passed", "duration_s": {duration_s!r}, "model": {text[0]}'
                 f'{self.middle}{text[1]}, "device": {text[2]}, "started_at": {text[3]}{self.tail}')
 
