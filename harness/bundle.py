@@ -258,11 +258,17 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 class BundleWriter:
-    """Appends records to a bundle, flushing each write so a crash loses nothing written."""
+    """Appends records to a bundle, flushing each write so a crash loses nothing written.
 
-    def __init__(self, path: str | os.PathLike[str], flush_s: float = 0.0) -> None:
+    `keep_going`: a write that fails (disk full, file system gone) does not raise; the writer stops
+    writing and `error` says why, so that a test session goes on and its recorder can say its record is
+    incomplete. Otherwise the OSError is raised."""
+
+    def __init__(self, path: str | os.PathLike[str], flush_s: float = 0.0, keep_going: bool = False) -> None:
         self.path = Path(path)
         self.flush_s = flush_s
+        self.keep_going = keep_going
+        self.error: str | None = None
         self._flushed = 0.0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         torn = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
@@ -272,22 +278,31 @@ class BundleWriter:
 
     def write(self, record: Record) -> None:
         """Append one record; the file is flushed at most `flush_s` after it (and on close)."""
-        self._fh.write(to_line(record))
-        now = time.monotonic()
-        if now - self._flushed >= self.flush_s:
-            self._fh.flush()
-            self._flushed = now
+        self.write_line(to_line(record))
 
     def write_line(self, line: str) -> None:
         """Append one line made by `to_line` or `PassedLines` (same flushing as `write`)."""
-        self._fh.write(line)
-        now = time.monotonic()
-        if now - self._flushed >= self.flush_s:
-            self._fh.flush()
-            self._flushed = now
+        if self.error is not None:
+            return
+        try:
+            self._fh.write(line)
+            now = time.monotonic()
+            if now - self._flushed >= self.flush_s:
+                self._fh.flush()
+                self._flushed = now
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        if not self.keep_going:
+            raise exc
+        self.error = self.error or f"cannot write {self.path}: {exc.strerror or exc}"
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:
+            self._failed(exc)
 
     def __enter__(self) -> BundleWriter:
         return self

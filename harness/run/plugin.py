@@ -249,8 +249,14 @@ class Recorder:
         bundle = str(early[1]) if early else (config.getoption("harness_bundle") or str(
             Path(config.rootpath) / ".harness" / "bundles" / f"{self.run_uuid}.jsonl"))
         self.bundle_path = Path(bundle)
-        # Flushed every 0.05 s (the sidecar reads as often): tests that crash run in xdist workers, never in this process.
-        self.writer = BundleWriter(self.bundle_path, flush_s=0.05)
+        # Flushed every 0.05 s (the sidecar reads as often): tests that crash run in xdist workers, never here.
+        # A write that fails later (disk full) stops the record, not the tests: sessionfinish reports it.
+        try:
+            self.writer = BundleWriter(self.bundle_path, flush_s=0.05, keep_going=True)
+        except OSError as exc:
+            if early:
+                early[2].kill()
+            raise pytest.UsageError(f"harness: cannot write the results bundle {bundle}: {exc.strerror or exc}") from None
         self._passed = PassedLines(self.run_uuid, self.suite, self.attempt)
         self.db_url = config.getoption("harness_db") or os.environ.get("HARNESS_DB_URL")
         self.pending: dict[str, dict[str, Any]] = {}
@@ -439,6 +445,10 @@ class Recorder:
             self.writer.write(RunEnd(run=self.run_uuid, status=status, finished_at=now_iso()))
         self.writer.close()
         self.stored = self._stop_sidecar()
+        if self.writer.error is not None:  # the record is incomplete: never a success
+            sys.stderr.write(f"harness: results NOT recorded: {self.writer.error}\n")
+            if exitstatus in (0, 1, 5):
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def _stop_sidecar(self) -> bool | None:
         return None if self.sidecar is None else self.sidecar.finish()
@@ -452,7 +462,10 @@ class Recorder:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
-        if self.sidecar is not None and getattr(self, "stored", None) is False:
+        if self.writer.error is not None:
+            tr.write_line(f"harness: results NOT recorded ({self.writer.error}); {self.bundle_path} holds only the "
+                          "results written before that, and the store no more than it", red=True)
+        elif self.sidecar is not None and getattr(self, "stored", None) is False:
             tr.write_line(f"harness: results NOT stored ({self.sidecar.error}); all are in "
                           f"{self.bundle_path}: load them later with `harness ingest {self.bundle_path}`",
                           red=True)

@@ -35,7 +35,7 @@ class BundleTail:
 
     def read(self) -> tuple[list[Record], int]:
         """New records and the offset just past them (call `commit(offset)` once they are handled)."""
-        if not self.path.exists():
+        if not self.path.is_file():  # not yet written (or a device, a pipe: never a bundle)
             return [], self.offset
         with open(self.path, "rb") as fh:
             fh.seek(self.offset)

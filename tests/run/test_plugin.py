@@ -183,3 +183,34 @@ def test_after():
         assert conn.execute(text("SELECT count(*) FROM test_results")).scalar() == 3
         assert conn.execute(text("SELECT status FROM runs")).scalar() == "completed"
     engine.dispose()
+
+
+def test_a_bundle_that_cannot_be_written_is_one_usage_line(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """A bundle path whose folder cannot be made: one line and pytest's usage-error exit, no test run,
+    no traceback."""
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = pytester.runpytest_subprocess(f"--harness-bundle={blocker / 'sub' / 'b.jsonl'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: harness: cannot write the results bundle {blocker / 'sub' / 'b.jsonl'}: *"])
+    out = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in out and "INTERNALERROR" not in out and "passed" not in out
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) to fail every write")
+@pytest.mark.parametrize("with_db", [False, True], ids=["bundle", "bundle+db"])
+def test_a_bundle_write_that_fails_mid_session_is_never_a_success(pytester: pytest.Pytester, db_url: str,
+                                                                  with_db: bool) -> None:
+    """Every write of the record fails (a full disk): the tests still all run, and the session says its
+    results were NOT recorded and exits with pytest's internal-error status, whatever the tests did;
+    never "recorded" or "stored"."""
+    pytester.makepyfile(test_many="import pytest\n\n@pytest.mark.parametrize('i', range(30))\n"
+                                  "def test_many(i):\n    pass\n")
+    args = ["--harness-bundle=/dev/full", *([f"--harness-db={db_url}"] if with_db else [])]
+    result = pytester.runpytest_subprocess(*args, timeout=120)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(["*harness: results NOT recorded (cannot write /dev/full: No space*", "*30 passed*"])
+    result.stderr.fnmatch_lines(["*harness: results NOT recorded: cannot write /dev/full*"])
+    out = result.stdout.str()
+    assert "and stored" not in out and "recorded in" not in out and "INTERNALERROR" not in out
