@@ -161,7 +161,8 @@ def _open_input(path: Path) -> ET.Element | None:
     """Refuse, before anything is written, an input that is missing, unreadable, empty or not a
     bundle / JUnit file; the parsed root of a JUnit file."""
     if not path.is_file():
-        raise HarnessError(f"{path}: no such file")
+        what = ("a directory" if path.is_dir() else "not a regular file") if path.exists() else "no such file"
+        raise HarnessError(f"{path}: {what}" + (": pass the bundle files in it" if path.is_dir() else ""))
     try:
         if path.stat().st_size == 0:
             raise HarnessError(f"{path}: empty file, nothing to ingest")

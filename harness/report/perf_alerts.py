@@ -265,6 +265,12 @@ def run_perf_alerts(store: Store, *, detector: ChangeDetector | None = None, bra
     result = PerfAlertsResult()
     declared: dict[SeriesKey, Declaration] = {}
     series = load_series(store, branch=branch, gpu=gpu, model=model, metrics=metrics, declared=declared)
+    if not series:  # nothing to analyse is never "0 new regressions"
+        filters = " ".join(f"--{flag} {value}" for flag, value in (("branch", branch), ("gpu", gpu), ("model", model))
+                           if value) + "".join(f" --metric {m}" for m in metrics or [])
+        raise PerfAlertsError(f"no benchmark series match {filters.strip()}: nothing analysed" if filters.strip()
+                              else "the store has no benchmark results: nothing analysed (record some with the "
+                              "benchmark suite first)")
     undeclared: set[str] = set()
     for key in sorted(series, key=lambda k: tuple(str(v) for v in (k.model, k.metric, k.config,
                                                                       k.gpu_name, k.branch))):

@@ -107,6 +107,8 @@ CASES: dict[str, Case] = {
     "junit xml": Case(_ingest(junit), 0, out="1 new runs, 2 new results", rows=2),
     "missing file": Case(lambda tmp, url: ["ingest", str(tmp / "nope.jsonl"), "--db", url], 2,
                          err="nope.jsonl: no such file", rows=None),
+    "a directory": Case(lambda tmp, url: ["ingest", str(tmp), "--db", url], 2,
+                        err=": a directory: pass the bundle files in it", rows=None),
     "not a bundle": Case(lambda tmp, url: ["ingest", bundle(tmp, ["hello", "world"]), "--db", url], 2,
                          err="not a results bundle"),
     "unreachable database": Case(lambda tmp, url: ["ingest", good(tmp), "--db", "postgresql://postgres@127.0.0.1:1/x"],

@@ -129,6 +129,20 @@ def perf_bad_input(ctx: Ctx) -> list[str]:
     return ["perf-alerts", "--db", ctx.db, "--max-pvalue", "2"]
 
 
+def perf_empty_store(ctx: Ctx) -> list[str]:
+    Store.open(ctx.db).dispose()  # migrated, no benchmark recorded (a benchmark job that stored nothing)
+    return ["perf-alerts", "--db", ctx.db]
+
+
+def perf_nothing_selected(ctx: Ctx) -> list[str]:
+    return [*seed_series(0.10)(ctx), "--model", "no-such-model"]
+
+
+def no_alert_stored(ctx: Ctx, proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.stdout == ""
+    assert ctx.rows("SELECT count(*) FROM perf_alerts")[0][0] == 0
+
+
 def perf_db_down(ctx: Ctx) -> list[str]:
     return ["perf-alerts", "--db", DOWN_PG]
 
@@ -240,6 +254,10 @@ CASES = [
     Case("perf-alerts:undeclared", seed_undeclared, 0,
          r"^harness: not alerting on mystery_score: it declares no direction \(higher or lower is better\)",
          alerts_stored(0)),
+    Case("perf-alerts:empty-store", perf_empty_store, 2,
+         r"^harness: the store has no benchmark results: nothing analysed", no_alert_stored),
+    Case("perf-alerts:nothing-selected", perf_nothing_selected, 2,
+         r"^harness: no benchmark series match --model no-such-model: nothing analysed$", no_alert_stored),
     Case("perf-alerts:bad-input", perf_bad_input, 2,
          r"^harness: --max-pvalue 2.0 must be between 0 and 1 \(default 0.001\)$", nothing_stored),
     Case("perf-alerts:db-down", perf_db_down, 2, r"^harness: cannot connect to postgresql://postgres@127.0.0.1:1/",
