@@ -213,6 +213,11 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # A terminal's Ctrl-C is for pytest, which ends the session as cancelled and then closes our stdin:
+    # the sidecar writes everything up to that end rather than dying with it (SIGTERM still ends it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     code = main(sys.argv[1:])
     sys.stderr.flush()
     os._exit(code)  # skip interpreter teardown: pytest is waiting on us

@@ -214,3 +214,35 @@ def test_a_bundle_write_that_fails_mid_session_is_never_a_success(pytester: pyte
     result.stderr.fnmatch_lines(["*harness: results NOT recorded: cannot write /dev/full*"])
     out = result.stdout.str()
     assert "and stored" not in out and "recorded in" not in out and "INTERNALERROR" not in out
+
+
+def test_ctrl_c_ends_the_session_cancelled_and_stored(pytester: pytest.Pytester, db_url: str) -> None:
+    """Ctrl-C in a terminal reaches pytest and the store writer alike (one process group): the writer
+    lets pytest end the session, then stores every result up to the interrupt and the run as cancelled."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytester.makepyfile(test_slow="import time, pytest\n\n@pytest.mark.parametrize('i', range(400))\n"
+                                  "def test_slow(i):\n    time.sleep(0.02)\n")
+    bundle = pytester.path / "b.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--harness-db", db_url,
+                             f"--harness-bundle={bundle}"], cwd=pytester.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not bundle.exists() or bundle.read_text().count('"kind": "result"') < 20):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "and stored" in out and "NOT stored" not in out, out
+    lines = [json.loads(line) for line in bundle.read_text().splitlines()]
+    recorded = sum(1 for line in lines if line["kind"] == "result")
+    assert 20 <= recorded < 400
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM runs")).scalars().all() == ["cancelled"]
+        assert conn.execute(text("SELECT count(*) FROM test_results")).scalar() == recorded
+    engine.dispose()
