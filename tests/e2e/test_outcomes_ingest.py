@@ -46,6 +46,33 @@ def all_bad(tmp: Path) -> str:
     return bundle(tmp, [result(0, attempt="x"), result(1, nodeid=None), result(2, outcome="nope")])
 
 
+def gzipped(tmp: Path) -> str:
+    """A bundle kept gzip-compressed (as CI artifacts often are)."""
+    import gzip
+
+    path = tmp / "run.jsonl.gz"
+    path.write_bytes(gzip.compress(Path(good(tmp)).read_bytes()))
+    return str(path)
+
+
+def truncated_gzip(tmp: Path) -> str:
+    """A compressed bundle cut short (an upload that stopped): what can be read is stored, the rest is said."""
+    import gzip
+
+    lines = [json.dumps(RUN), *[result(i, message="x" * 200) for i in range(400)], json.dumps(END)]
+    data = gzip.compress(("\n".join(lines) + "\n").encode())
+    path = tmp / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def with_bom(tmp: Path) -> str:
+    """A bundle saved by a Windows tool with a UTF-8 byte-order mark before its first line."""
+    path = Path(good(tmp))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    return str(path)
+
+
 def junit(tmp: Path) -> str:
     path = tmp / "junit.xml"
     path.write_text('<?xml version="1.0"?><testsuite name="pytest" timestamp="2026-12-01T00:00:00">'
@@ -86,7 +113,7 @@ class Case:
     db: str = "both"  # "both" backends, or "none" (the case names its own target)
     before: list[Callable[[Path, str], list[str]]] = field(default_factory=list)  # calls that must succeed first
     rows: int | None = None  # test_results rows after
-    rejected: list[tuple[int, str]] | None = None  # (line, piece of reason) in <bundle>.rejected.jsonl
+    rejected: list[tuple[int | None, str]] | None = None  # (line, piece of reason) in <bundle>.rejected.jsonl
     prefix: Callable[[], list[str]] = list
 
 
@@ -104,6 +131,10 @@ CASES: dict[str, Case] = {
     "all lines bad": Case(_ingest(all_bad), 1, out="0 stored, 3 rejected", rows=0,
                           rejected=[(1, "attempt: expected an integer"), (2, "nodeid: missing"),
                                     (3, "outcome: 'nope' is not one of")]),
+    "gzip bundle": Case(_ingest(gzipped), 0, out="12 stored, 0 rejected; 1 new runs, 10 new results", rows=10),
+    "byte-order mark": Case(_ingest(with_bom), 0, out="12 stored, 0 rejected; 1 new runs, 10 new results", rows=10),
+    "truncated gzip bundle": Case(_ingest(truncated_gzip), 1, out=" stored, 1 rejected (see ",
+                                  rejected=[(None, "compressed bundle unreadable from here")]),
     "junit xml": Case(_ingest(junit), 0, out="1 new runs, 2 new results", rows=2),
     "missing file": Case(lambda tmp, url: ["ingest", str(tmp / "nope.jsonl"), "--db", url], 2,
                          err="nope.jsonl: no such file", rows=None),
@@ -184,10 +215,12 @@ def test_ingest_and_upgrade_outcomes(name: str, backend: str, request: pytest.Fi
     rejected_file = Path(argv[1] + ".rejected.jsonl") if argv[0] == "ingest" else None
     if case.rejected is not None:
         got = [json.loads(line) for line in rejected_file.read_text().splitlines()]
-        assert [g["line"] for g in got] == [line for line, _ in case.rejected]
-        for g, (_, reason) in zip(got, case.rejected, strict=True):
+        assert [g["line"] if line is not None else None for g, (line, _) in zip(got, case.rejected, strict=True)] \
+            == [line for line, _ in case.rejected]  # None: any line (where a cut stream ends)
+        for g, (line, reason) in zip(got, case.rejected, strict=True):
             assert reason in g["reason"], g
-            assert g["text"] == Path(argv[1]).read_text().splitlines()[g["line"] - 1]
+            if line is not None:  # the rejected line, as it is in the bundle
+                assert g["text"] == Path(argv[1]).read_text().splitlines()[g["line"] - 1]
         assert str(rejected_file) in proc.stdout
     elif rejected_file is not None:
         assert not rejected_file.exists()
