@@ -23,9 +23,10 @@ from harness.bundle import Record, RunEnd
 from harness.errors import HarnessError
 from harness.signature import exception_type, model_of_nodeid, signature, skip_category, tail
 from harness.store import lifecycle
+from harness.store.bundle_files import looks_like_bundle, read_lines
 from harness.store.db import Store, StoreError, first_line, redact
 from harness.store.fastpath import FastWriter, PreparedBatch, connect
-from harness.store.validate import LineError, RejectLog, check, looks_like_bundle, read_lines
+from harness.store.validate import LineError, RejectLog, check
 from harness.store.writer import IngestStats, write_records
 
 DB_ERRORS = (SQLAlchemyError, psycopg2.Error, sqlite3.Error)

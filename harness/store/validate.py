@@ -7,8 +7,8 @@ over the column sizes of the schema (tests/store/test_validate.py holds `LIMITS`
 bad timestamps, non-finite numbers. It also makes a line storable without rejecting it: NUL
 characters are removed (Postgres refuses them), lone surrogates become U+FFFD, and messages are
 capped at `MESSAGE_BYTES` (a captured-output tail, where a record carries one, keeps its end).
-`read_lines(path, log)` yields the good records of a bundle and sends the others, with their line
-number and reason, to a `RejectLog` that writes `<bundle>.rejected.jsonl`.
+`RejectLog` writes the lines that cannot be stored, with their number and reason, to
+`<bundle>.rejected.jsonl` (harness/store/bundle_files.py reads bundle files into it).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from harness.bundle import RECORD_TYPES, Record, ResultRecord
 
@@ -354,58 +354,3 @@ class RejectLog:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-
-GZIP_MAGIC = b"\x1f\x8b"
-BOM = b"\xef\xbb\xbf"
-
-
-def open_bundle(path: str | os.PathLike[str]) -> IO[bytes]:
-    """A bundle's bytes: gzip-compressed bundles (a CI artifact, `b.jsonl.gz`) are read as they are."""
-    fh = open(path, "rb")  # noqa: SIM115 - the caller closes it
-    if fh.read(2) == GZIP_MAGIC:
-        import gzip
-
-        fh.seek(0)
-        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
-    fh.seek(0)
-    return fh
-
-
-def _lines(fh: IO[bytes]) -> Iterator[bytes]:
-    """The lines of a bundle, without the byte-order mark some Windows tools put first."""
-    for number, raw in enumerate(fh, 1):
-        yield raw[len(BOM):] if number == 1 and raw.startswith(BOM) else raw
-
-
-def read_lines(path: str | os.PathLike[str], log: RejectLog) -> Iterator[Record]:
-    """The storable records of a bundle, in order; every other non-blank line goes to `log`."""
-    number = 0
-    with open_bundle(path) as fh:
-        try:
-            for number, raw in enumerate(_lines(fh), 1):
-                try:
-                    record = check_line(raw)
-                except LineError as exc:
-                    log.reject(number, str(exc), raw)
-                    continue
-                if record is not None:
-                    yield record
-        except (EOFError, OSError) as exc:  # a truncated or corrupt .gz: what follows is unreadable, and said so
-            log.reject(number + 1, f"compressed bundle unreadable from here: {exc}", b"")
-
-
-def looks_like_bundle(path: str | os.PathLike[str]) -> bool:
-    """Whether some line of the file is a JSON object with a known record kind (read up to it)."""
-    with open_bundle(path) as fh:
-        try:
-            for raw in _lines(fh):
-                try:
-                    data = json.loads(raw)
-                except ValueError:
-                    continue
-                if type(data) is dict and data.get("kind") in RECORD_TYPES:
-                    return True
-        except (EOFError, OSError):  # a corrupt .gz before any record
-            return False
-    return False

@@ -11,9 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from harness.store import Store, lifecycle
+from harness.store.bundle_files import read_lines
 from harness.store.fastpath import FastWriter, connect
 from harness.store.schema import utcnow
-from harness.store.validate import RejectLog, read_lines
+from harness.store.validate import RejectLog
 
 
 def _bundle(path: Path, uuid: str, started_minutes_ago: float, ended: bool) -> Path:
