@@ -147,7 +147,9 @@ def _junit_outcome(case: ET.Element, nodeid: str) -> dict[str, object]:
         outcome = out["outcome"] = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
         message = out["message"] = child.get("message") or (child.text or "").strip() or None
         if outcome == "skipped":
-            out["skip_category"] = skip_category(message, xfail=child.get("type") == "pytest.xfail")
+            xfail = child.get("type") == "pytest.xfail"  # pytest's JUnit: an expected failure, as the plugin says
+            out["outcome"] = "xfail" if xfail else "skipped"
+            out["skip_category"] = skip_category(message, xfail=xfail)
             return out
         exc = exception_type(message, (child.get("type") or "").strip()[:255] or None)
         out["exception"], out["signature"] = exc, signature(exc, message, model_of_nodeid(nodeid))
@@ -185,8 +187,14 @@ def ingest(paths: list[str], db_url: str | None, batch_size: int = BATCH_SIZE) -
         raise HarnessError("ingest needs at least one bundle (.jsonl) or JUnit XML (.xml) file")
     files = [Path(p) for p in paths]
     roots = [_open_input(f) for f in files]
+    empty = [f for f, root in zip(files, roots, strict=True) if root is not None and root.find(".//testcase") is None]
+    if len(empty) == len(files):  # no run made of nothing: it would be the next run's baseline
+        raise HarnessError(f"{empty[0]}: JUnit XML with no test case, nothing to ingest"
+                           + (f" (nor in the {len(empty) - 1} other file(s))" if len(empty) > 1 else ""))
+    files, roots = zip(*[(f, r) for f, r in zip(files, roots, strict=True) if f not in empty], strict=True)
     store = Store.open(db_url)
     report = IngestReport(files=len(files), records=0, added=IngestStats())
+    report.notes += [f"{f}: JUnit XML with no test case, nothing ingested from it" for f in empty]
     fast: FastWriter | None = None
     try:
         conn = connect(store.config.url)

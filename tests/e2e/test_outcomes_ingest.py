@@ -73,6 +73,13 @@ def with_bom(tmp: Path) -> str:
     return str(path)
 
 
+def empty_junit(tmp: Path) -> str:
+    """A JUnit report of a job that ran no test (a shard with nothing selected)."""
+    path = tmp / "empty.xml"
+    path.write_text('<?xml version="1.0"?><testsuites><testsuite name="pytest" tests="0"/></testsuites>')
+    return str(path)
+
+
 def junit(tmp: Path) -> str:
     path = tmp / "junit.xml"
     path.write_text('<?xml version="1.0"?><testsuite name="pytest" timestamp="2026-12-01T00:00:00">'
@@ -135,6 +142,12 @@ CASES: dict[str, Case] = {
     "byte-order mark": Case(_ingest(with_bom), 0, out="12 stored, 0 rejected; 1 new runs, 10 new results", rows=10),
     "truncated gzip bundle": Case(_ingest(truncated_gzip), 1, out=" stored, 1 rejected (see ",
                                   rejected=[(None, "compressed bundle unreadable from here")]),
+    "junit with no test case": Case(_ingest(empty_junit), 2, err="empty.xml: JUnit XML with no test case, nothing to "
+                                    "ingest", rows=None),
+    "junit with no test case beside a bundle": Case(
+        lambda tmp, url: ["ingest", good(tmp), empty_junit(tmp), "--db", url], 0,
+        out="12 stored, 0 rejected; 1 new runs, 10 new results", err="empty.xml: JUnit XML with no test case, "
+        "nothing ingested from it", rows=10),
     "junit xml": Case(_ingest(junit), 0, out="1 new runs, 2 new results", rows=2),
     "missing file": Case(lambda tmp, url: ["ingest", str(tmp / "nope.jsonl"), "--db", url], 2,
                          err="nope.jsonl: no such file", rows=None),
@@ -208,6 +221,9 @@ def test_ingest_and_upgrade_outcomes(name: str, backend: str, request: pytest.Fi
         assert len(lines) == 1 and lines[0].startswith("harness: "), proc.stderr
         assert case.err in lines[0], lines[0]
         assert proc.stdout == ""
+    elif case.err is not None:  # a note beside a result: one line
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("harness: ") and case.err in lines[0], proc.stderr
     else:
         assert proc.stderr == ""
     if case.rows is not None and url:
