@@ -147,6 +147,8 @@ class _StoreFeed:
                 if self.follower is not None and self.error is None:
                     while self.follower.poll():
                         pass
+                    if finishing:
+                        self.follower.settle()  # the rollups that live batches left owed
                     self._beat()
                 else:
                     self._tail_without_store()

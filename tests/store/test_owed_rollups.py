@@ -106,3 +106,33 @@ def test_ingest_in_many_batches_gives_the_tables_of_one_refresh_per_transaction(
     ingest([str(write_bundle(tmp_path / "history.jsonl", HISTORY))], db_url, batch_size=3)
     assert _owed_uuids(store) == []
     assert _snapshot(store) == _reference(tmp_path)
+
+
+def test_the_bundle_follower_of_harness_run_refreshes_now_and_then_and_settles(store: Store, tmp_path: Path) -> None:
+    """`harness run`'s follower (SQLAlchemy writer): live batches between refreshes mark their runs owed
+    (a refresh per batch costs in proportion to the run so far); a run's end is refreshed with its batch;
+    `settle` pays the rest. The tables end equal to a writer's that refreshed every transaction."""
+    import threading
+
+    from harness.store.follow import BundleFollower
+
+    bundle = tmp_path / "live.jsonl"
+    bundle.write_text("")
+    follower = BundleFollower(store, bundle)
+    lines = write_bundle(tmp_path / "all.jsonl", HISTORY).read_text().splitlines(keepends=True)
+    ends = [i for i, line in enumerate(lines) if '"run_end"' in line]
+    with open(bundle, "a") as fh:
+        fh.writelines(lines[: ends[0]])  # d1 up to its end: a live batch, not refreshed
+    assert follower.poll() == ends[0]
+    assert _owed_uuids(store) == ["d1"]
+    with open(bundle, "a") as fh:
+        fh.writelines(lines[ends[0]: ends[0] + 1])  # d1's end: refreshed with its batch
+    follower.poll()
+    assert _owed_uuids(store) == []
+    with open(bundle, "a") as fh:
+        fh.writelines(lines[ends[0] + 1:])
+    done = threading.Event()
+    done.set()
+    follower.follow(done)  # drains, then settles
+    assert _owed_uuids(store) == []
+    assert _snapshot(store) == _reference(tmp_path)
