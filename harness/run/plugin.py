@@ -111,14 +111,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Recorder(config), "harness-recorder")
 
 
+DEVICE_CHARS = 64  # test_results.device: a longer value would make every result line unstorable
+
+
 def current_device() -> str:
-    """Where this process runs tests: HARNESS_DEVICE, the GPU pinned for this worker, or cpu."""
+    """Where this process runs tests: HARNESS_DEVICE, the GPU pinned for this worker, or cpu (at most
+    `DEVICE_CHARS` characters: CUDA_VISIBLE_DEVICES may list several GPU UUIDs of 40 characters each)."""
     if os.environ.get("HARNESS_DEVICE"):
-        return os.environ["HARNESS_DEVICE"]
+        return os.environ["HARNESS_DEVICE"][:DEVICE_CHARS]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
-        return f"cuda:{visible}" if visible else f"cuda:{torch.cuda.current_device()}"
+        return (f"cuda:{visible}" if visible else f"cuda:{torch.cuda.current_device()}")[:DEVICE_CHARS]
     return "cpu"
 
 

@@ -32,6 +32,7 @@ class BundleTail:
         self.path = Path(path)
         self.offset = 0
         self.rejected = 0  # lines that cannot be stored (bad JSON, types, sizes), skipped
+        self.first_reason: str | None = None  # why the first of them could not be
 
     def read(self) -> tuple[list[Record], int]:
         """New records and the offset just past them (call `commit(offset)` once they are handled)."""
@@ -47,8 +48,9 @@ class BundleTail:
         for raw in chunk[: end + 1].splitlines():
             try:
                 record = check_line(raw)
-            except LineError:  # `harness ingest` of the bundle lists it in <bundle>.rejected.jsonl
+            except LineError as exc:  # `harness ingest` of the bundle lists it in <bundle>.rejected.jsonl
                 self.rejected += 1
+                self.first_reason = self.first_reason or str(exc)
                 continue
             if record is not None:
                 records.append(record)
@@ -139,7 +141,7 @@ WRITE_S = 0.25  # live batches at most this often: the end of a session writes a
 ROLLUPS_EVERY_S = 10.0  # live batches refresh the rollups at most this often (each one marks them owed)
 
 
-def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> None:
+def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> BundleTail:
     """Write the bundle's lines as they come until `done` is set and nothing is left; the last batches'
     rollups may be owed (`FastWriter.refresh_rollups` pays them). Lines are checked and turned into rows
     as soon as they are read, on this process's core while the tests run; they are written in batches,
@@ -173,12 +175,20 @@ def _follow_fast(writer: Any, url: str, path: str, done: threading.Event) -> Non
                 store.dispose()
         if finishing and not records:
             writer.sync()
-            return
+            return tail
         if now - last_beat >= HEARTBEAT_S:
             last_beat = now
             writer.beat()
         if not finishing:
             done.wait(READ_S)
+
+
+def _refused(tail: BundleTail) -> str | None:
+    """The line that says some of the bundle could not be stored (never `stored` then), else None."""
+    if not tail.rejected:
+        return None
+    return (f"RefusedLines: {tail.rejected} line(s) of the bundle could not be stored (the first: "
+            f"{tail.first_reason})")
 
 
 def _say_stored() -> None:
@@ -217,7 +227,12 @@ def main(argv: list[str]) -> int:
         writer = FastWriter(*conn) if conn else None
         if writer is not None and writer.at_head():
             writer.refresh_pending(limit=3)  # owed by a writer that died after `stored`; few: pytest may end soon
-            _follow_fast(writer, url, path, done)
+            refused = _refused(_follow_fast(writer, url, path, done))
+            if refused:
+                writer.refresh_rollups()
+                writer.close()
+                print(refused, file=sys.stderr)
+                return 1
             _say_stored()
             if _detach():  # the session goes on at once; the rollups are refreshed by a child of ours
                 os._exit(0)
@@ -228,7 +243,12 @@ def main(argv: list[str]) -> int:
                 writer.close()
             from harness.store.db import Store
 
-            BundleFollower(Store.open(url), path).follow(done)
+            follower = BundleFollower(Store.open(url), path)
+            follower.follow(done)
+            refused = _refused(follower.tail)
+            if refused:
+                print(refused, file=sys.stderr)
+                return 1
             _say_stored()
     except Exception as exc:  # noqa: BLE001 - one line for the plugin to show; the bundle keeps the data
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -246,3 +246,33 @@ def test_ctrl_c_ends_the_session_cancelled_and_stored(pytester: pytest.Pytester,
         assert conn.execute(text("SELECT status FROM runs")).scalars().all() == ["cancelled"]
         assert conn.execute(text("SELECT count(*) FROM test_results")).scalar() == recorded
     engine.dispose()
+
+
+def test_lines_the_store_refuses_are_never_reported_stored(pytester: pytest.Pytester, db_url: str) -> None:
+    """Every line over a column's size (here the suite name) is refused by the store writer's checks: the
+    session says NOT stored, with the first reason and the bundle to ingest, never "and stored"."""
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("--harness-db", db_url, "--harness-suite", "s" * 100)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*harness: results NOT stored (RefusedLines: 1 line(s) of the bundle could not be "
+                                 "stored (the first: suite: 100 characters, at most 64))*harness ingest*"])
+    assert "and stored" not in result.stdout.str()
+
+
+def test_a_long_device_name_is_cut_to_the_column_not_refused(pytester: pytest.Pytester, db_url: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA_VISIBLE_DEVICES may list GPU UUIDs (40 characters each): the recorded device is cut to the
+    store's column, so the session's results are stored."""
+    from harness.run.plugin import DEVICE_CHARS
+    from harness.store.validate import LIMITS
+
+    assert DEVICE_CHARS == LIMITS["device"]
+    device = "cuda:" + ",".join(f"GPU-{i}f2d1a3b-1234-5678-9abc-def012345678" for i in range(3))
+    monkeypatch.setenv("HARNESS_DEVICE", device)
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("--harness-db", db_url)
+    result.stdout.fnmatch_lines(["*and stored*"])
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT device FROM test_results")).scalars().all() == [device[:DEVICE_CHARS]]
+    engine.dispose()
